@@ -1,0 +1,47 @@
+"""
+### Ingest inference logs shipped as batch files
+
+Inference services that cannot write to the log store directly (an edge box at a hospital)
+drop one file per batch into `<storage root>/landing/<table>/`: CSV, JSON lines or Parquet.
+Every hour this DAG migrates the store if needed, then loads each waiting file in its own
+transaction and moves it to `processed/`. Bad rows are rejected with the row and field named
+(table `ingest_rejects`); an unparsable file goes to `quarantine/` with a reason. Re-running
+changes nothing: rows are keyed by study and model version.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+DEFAULT_ARGS = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(minutes=2)}
+
+
+@dag(
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["store", "ingest"],
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+)
+def ingest_inference_logs() -> None:
+    @task
+    def migrate_store() -> str | None:
+        from pipeline.tasks import migrate_store
+
+        return migrate_store()
+
+    @task
+    def ingest_landed_batches() -> dict:
+        from pipeline.tasks import ingest_landed_batches
+
+        return ingest_landed_batches()
+
+    migrate_store() >> ingest_landed_batches()
+
+
+ingest_inference_logs()

@@ -1,0 +1,124 @@
+"""The ``pipeline`` console script: one subcommand per stage, the same functions the DAG tasks call."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.config import get_settings
+from pipeline.logs import configure_logging
+
+
+def write_json(path: Path | None, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` (atomically), when a path was given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+JSON_OPTION = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a machine-readable result here."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default=None, help="Log level of the pipeline's own messages (default INFO).")
+def main(log_level: str | None) -> None:
+    """Keep a chest X-ray model safe in production: monitor, relabel, retrain, validate, promote.
+
+    Configuration comes from PIPELINE_* environment variables (see `pipeline config`).
+    """
+    configure_logging(log_level)
+
+
+@main.command("config")
+@JSON_OPTION
+def show_config(json_path: Path | None) -> None:
+    """Print the effective configuration (secrets masked)."""
+    settings = get_settings()
+    values = {k: (str(v) if v is not None else None) for k, v in settings.model_dump().items()}
+    for key, value in values.items():
+        click.echo(f"PIPELINE_{key.upper()}={value if value is not None else ''}")
+    write_json(json_path, values)
+
+
+@main.group()
+def db() -> None:
+    """Manage the inference-log store's schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to migrate to.")
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the store's tables (safe to run again)."""
+    from pipeline.store import current_revision, make_engine, upgrade
+
+    engine = make_engine(get_settings().db_url)
+    upgrade(engine, revision)
+    click.echo(f"store at revision {current_revision(engine)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the store's schema revision (empty for a new database)."""
+    from pipeline.store import current_revision, make_engine
+
+    click.echo(current_revision(make_engine(get_settings().db_url)) or "")
+
+
+@main.command()
+@click.option("--table", "table_name", required=True, type=click.Choice(["studies", "inference_logs", "feedback"]))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@JSON_OPTION
+def ingest(table_name: str, files: tuple[Path, ...], json_path: Path | None) -> None:
+    """Load batch files (CSV, JSON lines, Parquet) into the store, idempotently.
+
+    Bad rows are rejected with the row and field named; the rest of each batch loads.
+    Exits 1 when any row was rejected.
+    """
+    from pipeline.store import make_engine
+    from pipeline.store.files import ingest_file
+
+    engine = make_engine(get_settings().db_url)
+    results = [ingest_file(engine, table_name, path) for path in files]
+    for result in results:
+        click.echo(result.summary())
+        for error in result.errors:
+            click.echo(f"  rejected {error}", err=True)
+    write_json(json_path, [_result_json(r) for r in results])
+    if any(r.rejected for r in results):
+        sys.exit(1)
+
+
+@main.command("ingest-landing")
+@click.option("--landing", type=click.Path(file_okay=False, path_type=Path), help="Default: <storage root>/landing.")
+@JSON_OPTION
+def ingest_landing(landing: Path | None, json_path: Path | None) -> None:
+    """Load every batch file waiting in the landing folder, then move it to processed/ (or quarantine/)."""
+    from pipeline.store import make_engine
+    from pipeline.store.files import ingest_landing as run
+
+    settings = get_settings()
+    results = run(make_engine(settings.db_url), landing or Path(settings.storage_root) / "landing")
+    for result in results:
+        click.echo(result.summary())
+    write_json(json_path, [_result_json(r) for r in results])
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    payload = dataclasses.asdict(result)
+    payload["errors"] = [str(e) for e in result.errors]
+    payload["unchanged"] = result.unchanged
+    return payload
+
+
+if __name__ == "__main__":
+    main()

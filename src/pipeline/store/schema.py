@@ -1,0 +1,137 @@
+"""SQLAlchemy Core tables of the inference-log store.
+
+The tables here are the contract every stage reads. Alembic migrations in
+``pipeline/store/migrations`` create them; a change here needs a new migration.
+Timestamps are timezone-aware UTC. Study ids are pseudonymous (a keyed hash of the
+StudyInstanceUID): no patient identifier is stored here or anywhere downstream.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Status(enum.StrEnum):
+    """Outcome of one inference request."""
+
+    OK = "ok"
+    ERROR = "error"  # the service failed on this study (see ErrorType)
+    REJECTED = "rejected"  # the input is not something the model may judge
+
+
+class ErrorType(enum.StrEnum):
+    """Why a study did not get a prediction."""
+
+    TIMEOUT = "timeout"
+    DICOM_READ_ERROR = "dicom_read_error"
+    PREPROCESSING_FAILED = "preprocessing_failed"
+    ORGAN_NOT_FULLY_CAPTURED = "organ_not_fully_captured"
+    CUDA_OOM = "cuda_oom"
+    NOT_CHEST_RADIOGRAPH = "not_chest_radiograph"
+    UNSUPPORTED_PIXEL_DATA = "unsupported_pixel_data"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Decision(enum.StrEnum):
+    """What the normal filter did with the study."""
+
+    NORMAL = "normal"  # closed autonomously as normal
+    ABNORMAL = "abnormal"  # sent to a radiologist
+
+
+STUDY_ID_LENGTH = 32  # hex characters of the keyed hash
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False, index=True),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("dicom_uri", sa.Text, nullable=False),
+    # DICOM tags
+    sa.Column("modality", sa.String(16)),
+    sa.Column("manufacturer", sa.String(128)),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("view_position", sa.String(16)),
+    sa.Column("body_part", sa.String(64)),
+    sa.Column("kvp", sa.Float),
+    sa.Column("exposure_mas", sa.Float),
+    sa.Column("pixel_spacing_mm", sa.Float),
+    sa.Column("rows", sa.Integer),
+    sa.Column("columns", sa.Integer),
+    sa.Column("bits_stored", sa.Integer),
+    sa.Column("photometric", sa.String(16)),
+    sa.Column("patient_age_years", sa.Float),
+    sa.Column("patient_sex", sa.String(1)),
+    # image statistics on the raw stored values scaled to [0, 1]
+    sa.Column("img_mean", sa.Float),
+    sa.Column("img_std", sa.Float),
+    sa.Column("img_p01", sa.Float),
+    sa.Column("img_p50", sa.Float),
+    sa.Column("img_p99", sa.Float),
+    sa.Column("img_clipped_frac", sa.Float),
+)
+
+inference_logs = sa.Table(
+    "inference_logs",
+    metadata,
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_type", sa.String(32)),
+    sa.Column("error_detail", sa.Text),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("prob_abnormal", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("decision", sa.String(16)),
+    sa.Column("entropy", sa.Float),
+    sa.Column("epistemic_var", sa.Float),
+    sa.Column("embedding", sa.LargeBinary),  # float16, little-endian, embedding_dim values
+    sa.CheckConstraint("prob_abnormal IS NULL OR (prob_abnormal >= 0 AND prob_abnormal <= 1)", name="prob_range"),
+    sa.CheckConstraint("latency_s >= 0", name="latency_nonneg"),
+    sa.Index("ix_inference_logs_received_at_site", "received_at", "site"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("final_abnormal", sa.Boolean, nullable=False),
+    sa.Column("final_finding", sa.String(64), nullable=False),
+    sa.Column("agrees_with_model", sa.Boolean),
+)
+
+ingest_rejects = sa.Table(
+    "ingest_rejects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(256), nullable=False),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=False),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("study_id", sa.String(64)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.UniqueConstraint("source", "table_name", "row_number", "field", name="uq_ingest_rejects_row_field"),
+)
+
+TABLES = {t.name: t for t in (studies, inference_logs, feedback)}
+"""The tables that ``pipeline.store.write`` loads."""

@@ -1,0 +1,42 @@
+"""Entry points of the DAG tasks: settings in, small JSON-able summaries out.
+
+Each function is what one Airflow task calls; it reads configuration itself and returns only
+references and counts (XCom carries references, not data), so DAG files stay declarations.
+No Airflow import here: every entry point runs from plain Python and the CLI too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import get_settings
+from pipeline.logs import configure_logging
+
+
+def migrate_store() -> str | None:
+    """Migrate the store to the newest schema; return the revision it is at."""
+    from pipeline.store import current_revision, make_engine, upgrade
+
+    configure_logging()
+    engine = make_engine(get_settings().db_url)
+    upgrade(engine)
+    return current_revision(engine)
+
+
+def ingest_landed_batches(landing: str | None = None) -> dict[str, Any]:
+    """Load the batch files waiting in the landing folder; return counts per table and the rejects."""
+    from pipeline.store import make_engine
+    from pipeline.store.files import ingest_landing
+
+    configure_logging()
+    settings = get_settings()
+    folder = Path(landing) if landing else Path(settings.storage_root) / "landing"
+    results = ingest_landing(make_engine(settings.db_url), folder)
+    return {
+        "files": [r.source for r in results],
+        "written": sum(r.written for r in results),
+        "unchanged": sum(r.unchanged for r in results),
+        "rejected": sum(r.rejected for r in results),
+        "rejects": [str(e) for r in results for e in r.errors][:100],
+    }
