@@ -49,13 +49,13 @@ def test_migrations_go_up_from_empty_and_match_the_schema(backend, request, tmp_
     assert current_revision(engine) is None
     upgrade(engine)
     upgrade(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)
     assert diff == [], f"schema.py and the migrations disagree: {diff}"
     downgrade(engine, "base")
-    assert not {"studies", "inference_logs", "feedback"} & set(sa.inspect(engine).get_table_names())
+    assert not {"studies", "inference_logs", "feedback", "ground_truth"} & set(sa.inspect(engine).get_table_names())
 
 
 def test_round_trip_keeps_every_value(engine):

@@ -14,7 +14,12 @@ from pipeline.store.engine import is_postgres
 from pipeline.store.schema import TABLES
 
 # The column that places each table's rows in time, for windowed reads.
-TIME_COLUMN = {"studies": "acquired_at", "inference_logs": "received_at", "feedback": "reported_at"}
+TIME_COLUMN = {
+    "studies": "acquired_at",
+    "inference_logs": "received_at",
+    "feedback": "reported_at",
+    "ground_truth": "acquired_at",
+}
 
 
 def read_window(

@@ -133,5 +133,28 @@ ingest_rejects = sa.Table(
     sa.UniqueConstraint("source", "table_name", "row_number", "field", name="uq_ingest_rejects_row_field"),
 )
 
-TABLES = {t.name: t for t in (studies, inference_logs, feedback)}
+ground_truth = sa.Table(
+    "ground_truth",
+    metadata,
+    # What the simulator knows and radiologists would say later. Monitoring never reads it:
+    # it exists to measure how fast and how precisely the pipeline reacts.
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("scenario", sa.String(128), nullable=False),
+    sa.Column("day", sa.Integer, nullable=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("abnormal", sa.Boolean, nullable=False),
+    sa.Column("findings", sa.String(128), nullable=False),  # comma-separated, "" for normal
+    sa.Column("organ_fully_captured", sa.Boolean, nullable=False),
+    sa.Column("patient_age_years", sa.Float, nullable=False),
+    sa.Column("patient_sex", sa.String(1), nullable=False),
+    sa.Column("view", sa.String(4), nullable=False),
+    sa.Column("foreign_objects", sa.String(128), nullable=False),
+    sa.Column("tag_error", sa.Boolean, nullable=False),
+    sa.Column("injected_failure", sa.String(32)),
+    sa.Index("ix_ground_truth_scenario_day", "scenario", "day"),
+)
+
+TABLES = {t.name: t for t in (studies, inference_logs, feedback, ground_truth)}
 """The tables that ``pipeline.store.write`` loads."""

@@ -77,12 +77,14 @@ DOMAIN_RULES: dict[str, dict[str, Between | frozenset[str]]] = {
         "img_clipped_frac": Between(0.0, 1.0),
     },
     "feedback": {},
+    "ground_truth": {"patient_sex": frozenset({"M", "F", "O"}), "view": frozenset({"PA", "AP"})},
 }
 
 ROW_RULES: dict[str, tuple[RowRule, ...]] = {
     "inference_logs": (_ok_needs_prediction, _failure_needs_error_type, _finished_after_received),
     "studies": (),
     "feedback": (),
+    "ground_truth": (),
 }
 
 
