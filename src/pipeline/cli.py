@@ -129,6 +129,12 @@ def ingest_landing(landing: Path | None, json_path: Path | None) -> None:
 )
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--image-size", type=click.IntRange(32, 4096), default=None, help="Override the scenario's image size.")
+@click.option(
+    "--model",
+    default="champion",
+    show_default=True,
+    help="Alias or version the inference service scores with; 'none' only registers the studies' tags.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @JSON_OPTION
 def simulate(
@@ -137,12 +143,15 @@ def simulate(
     start_date: Any,
     seed: int | None,
     image_size: int | None,
+    model: str,
     progress: bool,
     json_path: Path | None,
 ) -> None:
-    """Play the hospitals of a scenario: DICOM files to storage; tags, ground truth and feedback to the store.
+    """Play the hospitals and the production inference service of a scenario.
 
-    Deterministic for a seed; simulating a day again changes nothing.
+    DICOM files go to storage; ground truth and feedback to the store; the inference service
+    (the registered model by alias) scores each study and logs it. Deterministic for a seed;
+    simulating a day again changes nothing.
     """
     from pipeline.simulate.run import simulate as run
     from pipeline.simulate.scenario import days_between, load_scenario
@@ -165,11 +174,13 @@ def simulate(
         key=settings.pseudonym_key.get_secret_value(),
         days=day_indexes,
         image_size=image_size,
+        service_for=None if model == "none" else _service_factory(settings, default=model),
         progress=progress,
     )
     click.echo(
         f"{scenario.name}: {summary.studies} studies over {len(summary.days)} days "
-        f"({summary.abnormal} abnormal, {summary.feedback} outcomes to come back); per site: {summary.per_site}"
+        f"({summary.abnormal} abnormal, {summary.feedback} outcomes to come back, {summary.inference_logs} inference "
+        f"logs of which {summary.failed} failed); per site: {summary.per_site}"
     )
     write_json(json_path, summary.as_dict())
 
@@ -204,6 +215,95 @@ def demo(scenario_path: Path, start_day: int, days: int, progress: bool, json_pa
             "table_counts": result.table_counts,
         },
     )
+
+
+def _service_factory(settings: Any, default: str) -> Any:
+    """Return a function giving the inference service for a model alias or version (loaded once each)."""
+    import mlflow
+
+    from pipeline.inference import InferenceService
+    from pipeline.registry import ModelNotFound, load_model
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    services: dict[str, InferenceService] = {}
+
+    def service_for(alias_or_version: str) -> InferenceService:
+        wanted = default if alias_or_version == "champion" else alias_or_version
+        if wanted not in services:
+            try:
+                loaded = load_model(settings.model_name, wanted)
+            except ModelNotFound as exc:
+                raise click.ClickException(f"{exc}: run `pipeline bootstrap` first, or pass --model none") from exc
+            services[wanted] = InferenceService(loaded, key=settings.pseudonym_key.get_secret_value())
+        return services[wanted]
+
+    return service_for
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "scenario_path",
+    default="scenarios/stable.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--new-site-scenario",
+    default="scenarios/new_hospital.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Its joining site is the unseen-scanner test set.",
+)
+@click.option("--train-days", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--image-size", type=click.IntRange(16, 1024), default=64, show_default=True, help="Network input size.")
+@click.option("--force", is_flag=True, help="Train a new champion even if one exists.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@JSON_OPTION
+def bootstrap(
+    scenario_path: Path,
+    new_site_scenario: Path,
+    train_days: int,
+    epochs: int,
+    image_size: int,
+    force: bool,
+    progress: bool,
+    json_path: Path | None,
+) -> None:
+    """Train the first champion on the stable sites' base dataset and register it in MLflow (alias champion).
+
+    Does nothing when a champion exists, unless --force.
+    """
+    import mlflow
+
+    from pipeline.simulate.scenario import load_scenario
+    from pipeline.training import TrainConfig
+    from pipeline.training.bootstrap import BootstrapConfig
+    from pipeline.training.bootstrap import bootstrap as run
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    config = BootstrapConfig(train_days=train_days, train=TrainConfig(image_size=image_size, epochs=epochs))
+    result = run(
+        load_scenario(scenario_path),
+        model_name=settings.model_name,
+        storage_root=Path(settings.storage_root),
+        key=settings.pseudonym_key.get_secret_value(),
+        config=config,
+        new_site=load_scenario(new_site_scenario),
+        force=force,
+        progress=progress,
+    )
+    if result.created:
+        click.echo(
+            f"{result.model_name} version {result.version} is champion: AUROC {result.test_auroc_stable:.3f} on held-out "
+            f"stable-site studies, {result.test_auroc_new_site or float('nan'):.3f} on the unseen scanner; "
+            f"threshold {result.threshold:.4f}"
+        )
+    else:
+        click.echo(f"{result.model_name} already has a champion: version {result.version}")
+    write_json(json_path, dataclasses.asdict(result))
 
 
 def _result_json(result: Any) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def log_and_register(
         input_example=example,
         registered_model_name=model_name,
         await_registration_for=60,
+        serialization_format="pickle",  # the eager module: MC dropout needs train() on its dropout layers
     )
     version = str(info.registered_model_version)
     client = MlflowClient()

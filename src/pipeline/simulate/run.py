@@ -6,22 +6,26 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from pipeline.dicom import DicomError, read_study
+from pipeline.inference import InferenceRequest, InferenceService
 from pipeline.simulate.generate import RenderedStudy, feedback_row, ground_truth_row, render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import Scenario
+from pipeline.simulate.world import model_on
 from pipeline.store import ingest
 
 log = logging.getLogger(__name__)
 
-DayHook = Callable[[int, Sequence[RenderedStudy]], None]
-"""Called after each simulated day with the day index and its studies (e.g. the inference service)."""
+ServiceFor = Callable[[str], InferenceService]
+"""Returns the inference service for a model alias or version (the scenario can switch models)."""
 
 
 @dataclass
@@ -34,6 +38,8 @@ class SimulationSummary:
     abnormal: int = 0
     feedback: int = 0
     unreadable: int = 0
+    inference_logs: int = 0
+    failed: int = 0
     per_site: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -50,6 +56,29 @@ def studies_row(rendered: RenderedStudy, key: str) -> dict[str, object]:
     return row
 
 
+def _register_tags(rendered: Sequence[RenderedStudy], key: str, summary: SimulationSummary) -> list[dict[str, object]]:
+    rows = []
+    for r in rendered:
+        try:
+            rows.append(studies_row(r, key))
+        except DicomError as exc:  # cannot happen for our own files unless storage is broken
+            summary.unreadable += 1
+            log.error("simulated study unreadable: %s", exc)
+    return rows
+
+
+def _request(rendered: RenderedStudy) -> InferenceRequest:
+    """Return the request production would receive: the study arrives minutes after acquisition."""
+    planned = rendered.planned
+    delay_s = float(np.random.default_rng([planned.render_seed, 2]).uniform(30, 600))
+    return InferenceRequest(
+        path=rendered.dicom_path,
+        site=planned.site.id,
+        received_at=planned.acquired_at + timedelta(seconds=delay_s),
+        injected_failure=planned.failure,
+    )
+
+
 def simulate(
     scenario: Scenario,
     *,
@@ -58,7 +87,7 @@ def simulate(
     key: str,
     days: Sequence[int],
     image_size: int | None = None,
-    after_day: DayHook | None = None,
+    service_for: ServiceFor | None = None,
     progress: bool = True,
 ) -> SimulationSummary:
     """Simulate ``days`` of ``scenario``: write DICOMs under ``storage_root`` and rows to the store.
@@ -72,7 +101,9 @@ def simulate(
         key: pseudonymisation key for StudyInstanceUIDs.
         days: day indexes (0 = ``scenario.start``).
         image_size: rows and columns of the images; default the scenario's.
-        after_day: called with each day's studies once they are written (the inference service).
+        service_for: the production inference service for a model alias or version; with it, each
+            day's studies are scored and logged (tags then come from the service's single read),
+            without it only their tags are registered.
         progress: show a progress bar.
     """
     size = image_size or scenario.image_size
@@ -84,13 +115,12 @@ def simulate(
             render_study(p, storage_root=storage_root, key=key, image_size=size)
             for p in tqdm(planned, desc=label, unit="study", disable=not progress, leave=False)
         ]
-        study_rows = []
-        for r in rendered:
-            try:
-                study_rows.append(studies_row(r, key))
-            except DicomError as exc:  # cannot happen for our own files unless storage is broken
-                summary.unreadable += 1
-                log.error("simulated study unreadable: %s", exc)
+        if service_for is not None:
+            service = service_for(model_on(scenario, day))
+            output = service.process([_request(r) for r in rendered])
+            study_rows, logs = output.studies, output.logs
+        else:
+            study_rows, logs = _register_tags(rendered, key, summary), []
         truth = [ground_truth_row(scenario, r) for r in rendered]
         feedback = [row for r in rendered if (row := feedback_row(scenario, r)) is not None]
         source = f"simulate:{scenario.name}:day{day}"
@@ -98,12 +128,14 @@ def simulate(
         ingest(engine, "ground_truth", pd.DataFrame(truth), source=source)
         if feedback:
             ingest(engine, "feedback", pd.DataFrame(feedback), source=source)
-        if after_day is not None:
-            after_day(day, rendered)
+        if logs:
+            ingest(engine, "inference_logs", pd.DataFrame(logs), source=source)
         summary.days.append(day)
         summary.studies += len(rendered)
         summary.abnormal += sum(r.planned.abnormal for r in rendered)
         summary.feedback += len(feedback)
+        summary.inference_logs += len(logs)
+        summary.failed += sum(1 for row in logs if row["status"] != "ok")
         for r in rendered:
             summary.per_site[r.planned.site.id] = summary.per_site.get(r.planned.site.id, 0) + 1
         log.info(

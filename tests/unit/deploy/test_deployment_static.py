@@ -919,7 +919,7 @@ def test_every_dockerfile_copy_source_exists() -> None:
         assert check_dockerfile_copies(dockerfile, REPO_ROOT) == [], dockerfile.name
 
 
-def test_gpu_image_installs_cuda_torch_and_serves_the_gpu_queue() -> None:
+def test_gpu_image_is_cuda_based_and_serves_only_the_gpu_queue() -> None:
     dockerfile = REPO_ROOT / "docker" / "gpu-worker.Dockerfile"
     instructions = dockerfile_instructions(dockerfile.read_text(encoding="utf-8"))
     cmd = json.loads(next(arguments for keyword, arguments in instructions if keyword == "CMD"))

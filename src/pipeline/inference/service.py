@@ -1,0 +1,191 @@
+"""The inference service: DICOM in, a prediction and everything production logs out.
+
+For each study it reads the file once (tags, image statistics, display pixels), checks that it
+is a chest radiograph with the lungs in the field, runs the model through the training
+preprocessing, and logs the probability, the decision at the deployed threshold, the predictive
+entropy, an epistemic estimate (MC dropout), the penultimate-layer embedding and the latency.
+A failure in one study becomes that study's error row; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.dicom import DicomError, load_study
+from pipeline.registry import LoadedModel
+from pipeline.store import Decision, ErrorType, Status, encode_embedding
+from pipeline.training.model import enable_mc_dropout
+from pipeline.training.transforms import preprocess
+
+log = logging.getLogger(__name__)
+
+# What an injected failure looks like in the log: latency paid before the failure surfaced.
+FAILURE_LATENCY_S = {ErrorType.TIMEOUT: 30.0, ErrorType.CUDA_OOM: 1.5}
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One study sent to the service."""
+
+    path: Path
+    site: str
+    received_at: datetime
+    injected_failure: ErrorType | None = None  # the simulated production environment fails this one
+
+
+@dataclass(frozen=True)
+class ServiceOutput:
+    """Rows for the store: ``studies`` (for files that could be read) and ``inference_logs`` (for every request)."""
+
+    studies: list[dict[str, object]]
+    logs: list[dict[str, object]]
+
+
+def collimation_cuts_apex(pixels: np.ndarray, *, max_blank_share: float = 0.12, tolerance: float = 0.02) -> bool:
+    """Return True when a collimator blanked more than ``max_blank_share`` of the rows at the top.
+
+    Args:
+        pixels: (H, W) display pixels in [0, 1].
+        max_blank_share: the share of rows a normal field may leave blank above the apex.
+        tolerance: largest standard deviation of a row counted as blank.
+    """
+    row_std = pixels.std(axis=1)
+    blank = row_std < tolerance
+    first_content = int(np.argmax(~blank)) if (~blank).any() else len(blank)
+    return first_content / len(blank) > max_blank_share
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Return the entropy of Bernoulli(p) in nats."""
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(q * np.log(q) + (1 - q) * np.log1p(-q))
+
+
+class InferenceService:
+    """Scores studies with one model version, as the production service does.
+
+    Args:
+        model: the loaded registry version (model, version, threshold, image size).
+        key: pseudonymisation key of StudyInstanceUIDs.
+        mc_samples: MC-dropout passes for the epistemic estimate (0 to skip).
+        batch_size: studies per forward pass.
+    """
+
+    def __init__(self, model: LoadedModel, *, key: str, mc_samples: int = 8, batch_size: int = 64) -> None:
+        self.loaded = model
+        self.key = key
+        self.mc_samples = mc_samples
+        self.batch_size = batch_size
+        self.transform = preprocess(model.image_size, load=False)
+
+    def process(self, requests: Sequence[InferenceRequest]) -> ServiceOutput:
+        """Score ``requests``; every request gets exactly one log row, whatever fails."""
+        studies: list[dict[str, object]] = []
+        logs: list[dict[str, object]] = []
+        ready: list[tuple[InferenceRequest, str, np.ndarray, float]] = []
+        for request in requests:
+            started = time.perf_counter()
+            try:
+                loaded = load_study(request.path, self.key)
+            except DicomError as exc:
+                study_id = _id_for_unreadable(request.path, self.key)
+                status = Status.REJECTED if exc.error_type == ErrorType.NOT_CHEST_RADIOGRAPH else Status.ERROR
+                logs.append(self._failure(request, study_id, status, ErrorType(exc.error_type), str(exc), started))
+                continue
+            record = asdict(loaded.record)
+            record["acquired_at"] = record["acquired_at"] or request.received_at
+            studies.append({**record, "site": request.site, "dicom_uri": str(request.path)})
+            study_id = loaded.record.study_id
+            if request.injected_failure is not None:
+                failure = request.injected_failure
+                logs.append(self._failure(request, study_id, Status.ERROR, failure, f"injected {failure}", started))
+            elif collimation_cuts_apex(loaded.pixels):
+                detail = "collimation blanks the top of the field: lung apex not captured"
+                logs.append(
+                    self._failure(
+                        request, study_id, Status.REJECTED, ErrorType.ORGAN_NOT_FULLY_CAPTURED, detail, started
+                    )
+                )
+            else:
+                ready.append((request, study_id, loaded.pixels, time.perf_counter() - started))
+        for start in range(0, len(ready), self.batch_size):
+            logs.extend(self._score(ready[start : start + self.batch_size]))
+        return ServiceOutput(studies, logs)
+
+    def _failure(
+        self, request: InferenceRequest, study_id: str, status: Status, error: ErrorType, detail: str, started: float
+    ) -> dict[str, object]:
+        latency = FAILURE_LATENCY_S.get(error, time.perf_counter() - started)
+        return {
+            "study_id": study_id,
+            "model_version": self.loaded.version,
+            "site": request.site,
+            "received_at": request.received_at,
+            "finished_at": request.received_at + timedelta(seconds=latency),
+            "status": status,
+            "error_type": error,
+            "error_detail": detail[:500],
+            "latency_s": latency,
+        }
+
+    @torch.no_grad()
+    def _score(self, batch: list[tuple[InferenceRequest, str, np.ndarray, float]]) -> list[dict[str, object]]:
+        started = time.perf_counter()
+        try:
+            images = torch.stack([self.transform({"image": pixels})["image"] for _, _, pixels, _ in batch])
+        except (RuntimeError, ValueError) as exc:  # one bad image fails preprocessing for the batch: go one by one
+            if len(batch) == 1:
+                request, study_id, _, _ = batch[0]
+                return [
+                    self._failure(request, study_id, Status.ERROR, ErrorType.PREPROCESSING_FAILED, str(exc), started)
+                ]
+            return [row for item in batch for row in self._score([item])]
+        model = self.loaded.model
+        model.eval()
+        logits, embeddings = model.forward_with_embedding(images)
+        probs = torch.sigmoid(logits).numpy()
+        epistemic = np.zeros_like(probs)
+        if self.mc_samples > 0:
+            enable_mc_dropout(model)
+            samples = np.stack([torch.sigmoid(model(images)).numpy() for _ in range(self.mc_samples)])
+            model.eval()
+            epistemic = samples.var(axis=0)
+        entropy = binary_entropy(probs)
+        per_study = (time.perf_counter() - started) / len(batch)
+        rows = []
+        for i, (request, study_id, _, read_s) in enumerate(batch):
+            latency = read_s + per_study
+            prob = float(probs[i])
+            rows.append(
+                {
+                    "study_id": study_id,
+                    "model_version": self.loaded.version,
+                    "site": request.site,
+                    "received_at": request.received_at,
+                    "finished_at": request.received_at + timedelta(seconds=latency),
+                    "status": Status.OK,
+                    "latency_s": latency,
+                    "prob_abnormal": prob,
+                    "threshold": self.loaded.threshold,
+                    "decision": Decision.NORMAL if prob < self.loaded.threshold else Decision.ABNORMAL,
+                    "entropy": float(entropy[i]),
+                    "epistemic_var": float(epistemic[i]),
+                    "embedding": encode_embedding(embeddings[i].numpy()),
+                }
+            )
+        return rows
+
+
+def _id_for_unreadable(path: Path, key: str) -> str:
+    """Return a pseudonymous id for a file whose StudyInstanceUID could not be read (keyed hash of its name)."""
+    from pipeline.dicom import pseudonymize_uid
+
+    return pseudonymize_uid(f"unreadable:{path.name}", key)
