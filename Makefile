@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-labelstudio install test test-fast test-integration lint format typecheck demo \
-	bench-store clean
+.PHONY: help venv venv-labelstudio install test test-fast lint format typecheck demo \
+	bench-store bench-simulate bench-bootstrap clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,15 @@ demo: install  ## Run the product on embedded defaults (SQLite, local files, loc
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY
 	$(BIN)/python bench/bench_store.py --rows 1000000 --repeats 3 --out bench/results/store.json
+
+bench-simulate: venv  ## Studies/s generated at 128 and 1024 px (with DICOM write) and through the inference service
+	$(BIN)/python bench/bench_simulate.py --out bench/results/simulate.json
+
+bench-bootstrap: venv  ## Train the bootstrap champion in a scratch MLflow; AUROC on stable sites and the unseen scanner
+	tmp=$$(mktemp -d) && cd $$tmp && PIPELINE_MLFLOW_TRACKING_URI=sqlite:///$$tmp/mlflow.db PIPELINE_STORAGE_ROOT=$$tmp/storage \
+	  $(CURDIR)/$(BIN)/pipeline bootstrap --force --no-progress --scenario $(CURDIR)/scenarios/stable.yaml \
+	  --new-site-scenario $(CURDIR)/scenarios/new_hospital.yaml --json $(CURDIR)/bench/results/bootstrap.json; \
+	  status=$$?; rm -rf $$tmp; exit $$status
 
 clean:  ## Remove virtualenvs, caches and local data
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache .mypy_cache .ruff_cache data

@@ -87,10 +87,11 @@ class InferenceService:
         self.transform = preprocess(model.image_size, load=False)
 
     def process(self, requests: Sequence[InferenceRequest]) -> ServiceOutput:
-        """Score ``requests``; every request gets exactly one log row, whatever fails."""
+        """Score ``requests``; every request gets exactly one log row (in request order), whatever fails."""
         studies: list[dict[str, object]] = []
         logs: list[dict[str, object]] = []
         ready: list[tuple[InferenceRequest, str, np.ndarray, float]] = []
+        order = {id(r): i for i, r in enumerate(requests)}
         for request in requests:
             started = time.perf_counter()
             try:
@@ -118,6 +119,7 @@ class InferenceService:
                 ready.append((request, study_id, loaded.pixels, time.perf_counter() - started))
         for start in range(0, len(ready), self.batch_size):
             logs.extend(self._score(ready[start : start + self.batch_size]))
+        logs.sort(key=lambda row: order[id(row.pop("_request"))])
         return ServiceOutput(studies, logs)
 
     def _failure(
@@ -125,6 +127,7 @@ class InferenceService:
     ) -> dict[str, object]:
         latency = FAILURE_LATENCY_S.get(error, time.perf_counter() - started)
         return {
+            "_request": request,
             "study_id": study_id,
             "model_version": self.loaded.version,
             "site": request.site,
@@ -166,6 +169,7 @@ class InferenceService:
             prob = float(probs[i])
             rows.append(
                 {
+                    "_request": request,
                     "study_id": study_id,
                     "model_version": self.loaded.version,
                     "site": request.site,

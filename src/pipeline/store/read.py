@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import io
+import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -91,20 +93,8 @@ def _read_postgres(engine: Engine, query: sa.Select) -> pd.DataFrame:
                 types[column.name] = pa.string()
     query = query.with_only_columns(*outputs)
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    buffer = io.BytesIO()
-    with engine.connect() as conn:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
-        finally:
-            cursor.close()
-    buffer.seek(0)
-    table = pa_csv.read_csv(
-        buffer,
-        convert_options=pa_csv.ConvertOptions(
-            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
-        ),
-    )
+    options = pa_csv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False)
+    table = _copy_out_parsed(engine, f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", options)
     columns = {}
     for name in table.column_names:
         values = table.column(name)
@@ -117,16 +107,64 @@ def _read_postgres(engine: Engine, query: sa.Select) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def _copy_out_parsed(engine: Engine, copy_sql: str, options: object) -> object:
+    """Run ``COPY .. TO STDOUT`` in a thread into a pipe that pyarrow parses as it arrives.
+
+    PostgreSQL formats rows in its own process while pyarrow parses the blocks already sent, so
+    a read costs about the slower of the two rather than their sum.
+    """
+    import pyarrow.csv as pa_csv
+
+    read_fd, write_fd = os.pipe()
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        with os.fdopen(write_fd, "wb") as sink:
+            try:
+                with engine.connect() as conn:
+                    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        cursor.copy_expert(copy_sql, sink, size=1 << 20)
+                    finally:
+                        cursor.close()
+            except BaseException as exc:  # handed to the parsing thread below
+                failures.append(exc)
+
+    producer = threading.Thread(target=produce, name="copy-out", daemon=True)
+    producer.start()
+    try:
+        with os.fdopen(read_fd, "rb") as source:
+            table = pa_csv.read_csv(source, convert_options=options)
+    finally:
+        producer.join()
+    if failures:
+        raise failures[0]
+    return table
+
+
 def _unhex(values: object) -> pd.Series:
-    """Return a pyarrow column of hex strings as a Series of bytes (None where null)."""
-    items = values.to_pylist()  # type: ignore[attr-defined]
-    present = [v for v in items if v is not None]
-    if present and len({len(v) for v in present}) == 1:
-        width = len(present[0]) // 2
-        flat = bytes.fromhex("".join(present))
-        decoded = iter([flat[i : i + width] for i in range(0, len(flat), width)])
-        return pd.Series([None if v is None else next(decoded) for v in items], dtype=object)
-    return pd.Series([None if v is None else bytes.fromhex(v) for v in items], dtype=object)
+    """Return a pyarrow column of hex strings as a Series of bytes (None where null), decoded in bulk."""
+    import pyarrow as pa
+
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values  # type: ignore[attr-defined]
+    if not pa.types.is_string(array.type):
+        array = array.cast(pa.string())
+    n = len(array)
+    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + n + 1]
+    lengths = np.diff(offsets)[valid]
+    out = np.full(n, None, dtype=object)
+    if len(lengths) == 0:
+        return pd.Series(out, dtype=object)
+    if (lengths != lengths[0]).any():
+        out[valid] = [bytes.fromhex(v) for v in array.filter(pa.array(valid)).to_pylist()]
+        return pd.Series(out, dtype=object)
+    width = int(lengths[0])
+    # nulls are empty strings, so the valid values lie back to back in the data buffer
+    flat = bytes.fromhex(memoryview(array.buffers()[2])[offsets[0] : offsets[-1]].tobytes().decode("ascii"))
+    size = width // 2
+    out[valid] = [flat[i : i + size] for i in range(0, len(flat), size)]
+    return pd.Series(out, dtype=object)
 
 
 def _typed(frame: pd.DataFrame, table: sa.Table, names: list[str]) -> pd.DataFrame:

@@ -1,0 +1,135 @@
+"""Every event type has its intended, measurable effect on the generated data (DICOM tags and stats, ground truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.simulate.run import simulate
+from pipeline.simulate.scenario import Scenario, SiteJoins, load_scenario
+from pipeline.store import make_engine, read_window, upgrade
+
+SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
+
+
+def scaled(scenario: Scenario, volume: int, size: int = 32) -> Scenario:
+    """Return ``scenario`` with every site (also those joining later) at ``volume`` studies a day."""
+    sites = tuple(s.model_copy(update={"daily_volume": volume}) for s in scenario.sites)
+    events = tuple(
+        e.model_copy(update={"site": e.site.model_copy(update={"daily_volume": volume})})
+        if isinstance(e, SiteJoins)
+        else e
+        for e in scenario.events
+    )
+    return scenario.model_copy(update={"sites": sites, "events": events, "image_size": size})
+
+
+def run(tmp_path: Path, name: str, days: list[int], volume: int, size: int = 32) -> pd.DataFrame:
+    """Simulate ``days`` of a shipped scenario; return studies joined with ground truth."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    scenario = scaled(load_scenario(SCENARIOS / f"{name}.yaml"), volume, size)
+    simulate(scenario, engine=engine, storage_root=tmp_path / "storage", key="k", days=days, progress=False)
+    studies = read_window(engine, "studies")
+    truth = read_window(engine, "ground_truth")
+    return studies.merge(truth, on=["study_id", "site"], suffixes=("", "_truth"))
+
+
+def test_every_shipped_scenario_runs_30_days(tmp_path):
+    for path in sorted(SCENARIOS.glob("*.yaml")):
+        scenario = scaled(load_scenario(path), volume=3, size=32)
+        engine = make_engine(f"sqlite:///{tmp_path / path.stem}.db")
+        upgrade(engine)
+        summary = simulate(
+            scenario, engine=engine, storage_root=tmp_path / path.stem, key="k", days=range(30), progress=False
+        )
+        assert summary.days == list(range(30))
+        assert summary.studies > 100 and summary.unreadable == 0
+        assert len(read_window(engine, "studies", columns=["study_id"])) == summary.studies
+
+
+def test_brightness_drift_moves_mean_intensity_by_the_configured_amount(tmp_path):
+    frame = run(tmp_path, "brightness_drift", [12, 35], volume=60, size=64)
+    lake = frame[frame.site == "lakeside"].groupby("day")["img_mean"].mean()
+    others = frame[frame.site != "lakeside"].groupby("day")["img_mean"].mean()
+    assert lake[35] - lake[12] == pytest.approx(0.15, abs=0.03)
+    assert abs(others[35] - others[12]) < 0.02
+
+
+def test_children_move_the_age_distribution(tmp_path):
+    frame = run(tmp_path, "children_appear", [15, 25], volume=120)
+    north = frame[frame.site == "north-general"]
+    child_share = north.groupby("day")["patient_age_years"].apply(lambda a: float((a < 16).mean()))
+    assert child_share[15] == 0.0
+    assert child_share[25] == pytest.approx(0.35, abs=0.1)
+
+
+def test_prevalence_change_moves_the_ground_truth_rate(tmp_path):
+    frame = run(tmp_path, "prevalence_drop", [10, 11, 30, 31], volume=150)
+    anna = frame[frame.site == "st-anna"]
+    before = anna[anna.day < 20]["abnormal"].mean()
+    after = anna[anna.day >= 20]["abnormal"].mean()
+    assert before == pytest.approx(0.25, abs=0.06)
+    assert after == pytest.approx(0.05, abs=0.03)
+
+
+def test_error_burst_raises_the_injected_failure_rate(tmp_path):
+    frame = run(tmp_path, "error_burst", [20, 25, 40], volume=150)
+    failing = frame.assign(failed=frame["injected_failure"].notna())
+    rate = failing.groupby(["day", "site"])["failed"].mean()
+    assert rate[(20, "st-anna")] < 0.02
+    assert rate[(25, "st-anna")] == pytest.approx(0.15, abs=0.06)
+    assert rate[(25, "lakeside")] < 0.02
+    assert all(rate[(40, site)] == pytest.approx(0.1, abs=0.05) for site in ("st-anna", "lakeside", "north-general"))
+    assert set(failing[failing.day == 25]["injected_failure"].dropna()) >= {"cuda_oom"}
+
+
+def test_tag_errors_show_in_the_stored_tags(tmp_path):
+    frame = run(tmp_path, "tag_errors", [10, 25], volume=150)
+    north = frame[frame.site == "north-general"]
+    missing_age = north.groupby("day")["patient_age_years"].apply(lambda a: float(a.isna().mean()))
+    wrong_view = north.assign(wrong=north["view_position"] != north["view"]).groupby("day")["wrong"].mean()
+    assert missing_age[10] == 0.0 and missing_age[25] == pytest.approx(0.3, abs=0.1)
+    assert wrong_view[10] == 0.0 and wrong_view[25] == pytest.approx(0.2, abs=0.08)
+
+
+def test_new_hospital_brings_a_new_site_and_scanner(tmp_path):
+    frame = run(tmp_path, "new_hospital", [9, 10], volume=60, size=64)
+    assert "riverside" not in set(frame[frame.day == 9].site)
+    river = frame[frame.site == "riverside"]
+    assert set(river["manufacturer"]) == {"Carestream"}
+    assert river["img_mean"].mean() < frame[frame.site != "riverside"]["img_mean"].mean() - 0.08
+
+
+def test_positioning_problem_cuts_the_apex_and_goes_away(tmp_path):
+    frame = run(tmp_path, "positioning", [5, 15, 30], volume=150)
+    lake = frame[frame.site == "lakeside"]
+    cut = lake.groupby("day")["organ_fully_captured"].apply(lambda s: float((~s.astype(bool)).mean()))
+    ap = lake.groupby("day")["view"].apply(lambda s: float((s == "AP").mean()))
+    assert cut[15] > cut[5] + 0.08 and cut[30] < 0.05
+    assert ap[15] == pytest.approx(0.5, abs=0.12)
+
+
+def test_simulating_a_day_again_changes_nothing(tmp_path):
+    first = run(tmp_path, "stable", [3], volume=20)
+    second = run(tmp_path, "stable", [3], volume=20)
+    assert len(first) == len(second) > 30
+    pd.testing.assert_frame_equal(
+        first.sort_values("study_id").reset_index(drop=True), second.sort_values("study_id").reset_index(drop=True)
+    )
+
+
+def test_no_patient_identifier_reaches_the_store_or_file_names(tmp_path):
+    frame = run(tmp_path, "stable", [0], volume=10)
+    import pydicom
+
+    path = Path(frame["dicom_uri"].iloc[0])
+    ds = pydicom.dcmread(path)
+    secrets = {str(ds.PatientName), str(ds.PatientID), str(ds.AccessionNumber), str(ds.StudyInstanceUID)}
+    text = frame.astype(str).to_csv()
+    assert not any(s in text for s in secrets)
+    assert not any(s in str(p) for p in (tmp_path / "storage").rglob("*") for s in secrets)
+    assert np.all(frame["study_id"].str.fullmatch(r"[0-9a-f]{32}"))
