@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def _read_postgres(engine: Engine, query: sa.Select) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _copy_out_parsed(engine: Engine, copy_sql: str, options: object) -> object:
+def _copy_out_parsed(engine: Engine, copy_sql: str, options: Any) -> Any:
     """Run ``COPY .. TO STDOUT`` in a thread into a pipe that pyarrow parses as it arrives.
 
     PostgreSQL formats rows in its own process while pyarrow parses the blocks already sent, so
@@ -142,11 +143,11 @@ def _copy_out_parsed(engine: Engine, copy_sql: str, options: object) -> object:
     return table
 
 
-def _unhex(values: object) -> pd.Series:
+def _unhex(values: Any) -> pd.Series:
     """Return a pyarrow column of hex strings as a Series of bytes (None where null), decoded in bulk."""
     import pyarrow as pa
 
-    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values  # type: ignore[attr-defined]
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if not pa.types.is_string(array.type):
         array = array.cast(pa.string())
     n = len(array)
