@@ -1,0 +1,69 @@
+"""The `pipeline` console script: help everywhere, JSON results, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.config import get_settings
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found.extend(all_commands(command, (*prefix, name)))
+    return found
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("PIPELINE_STORAGE_ROOT", str(tmp_path / "storage"))
+    monkeypatch.setenv("PIPELINE_LABEL_STUDIO_TOKEN", "tok-should-not-show")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("path", all_commands(main), ids=" ".join)
+def test_every_subcommand_has_help(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output and len(result.output.splitlines()) > 3
+
+
+def test_config_masks_secrets(env):
+    result = CliRunner().invoke(main, ["config", "--json", str(env / "c.json")])
+    assert result.exit_code == 0
+    assert "tok-should-not-show" not in result.output + (env / "c.json").read_text()
+    assert json.loads((env / "c.json").read_text())["label_studio_token"] == "**********"
+
+
+def test_ingest_reports_rejects_and_exits_1(env):
+    batch = env / "b.csv"
+    batch.write_text(
+        "study_id,model_version,site,received_at,finished_at,status,latency_s,prob_abnormal,decision\n"
+        "s1,1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,0.3,abnormal\n"
+        "s2,1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,1.3,abnormal\n"
+    )
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(main, ["ingest", "--table", "inference_logs", str(batch), "--json", str(env / "r.json")])
+    assert result.exit_code == 1
+    report = json.loads((env / "r.json").read_text())[0]
+    assert (report["written"], report["rejected"]) == (1, 1)
+    assert report["errors"] == ["row 1 (study_id=s2): field 'prob_abnormal': 1.3 is outside [0.0, 1.0]"]
+
+
+def test_simulate_names_a_bad_scenario_field(env):
+    bad = env / "bad.yaml"
+    bad.write_text("name: x\nstart: 2026-01-01\nsites: [{id: a, devices: [{id: d, gama: 2}]}]\n")
+    result = CliRunner().invoke(main, ["simulate", "--scenario", str(bad), "--model", "none"])
+    assert result.exit_code != 0
+    assert "sites.0.devices.0.gama: Extra inputs are not permitted" in result.output
