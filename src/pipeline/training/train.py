@@ -139,7 +139,7 @@ def train(
             loss = loss_fn(model(images), labels)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(labels)
+            total += loss.item() * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         scheduler.step()
