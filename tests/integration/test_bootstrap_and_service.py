@@ -80,3 +80,12 @@ def test_bootstrap_registers_a_champion_once_and_the_service_logs_with_it(mlflow
     with engine.connect() as conn:
         joined = conn.execute(sa.text("SELECT count(*) FROM inference_logs JOIN studies USING (study_id)")).scalar_one()
     assert joined == len(read_window(engine, "studies"))
+
+    # outcomes come back more often for studies sent to a radiologist, and say whether they agreed
+    feedback = read_window(engine, "feedback").merge(logs[["study_id", "decision"]], on="study_id")
+    scored = feedback[feedback["model_version"] == "1"]
+    assert len(scored) > 0 and scored["agrees_with_model"].notna().all()
+    expected = (scored["decision"] == "abnormal") == scored["final_abnormal"].astype(bool)
+    assert (scored["agrees_with_model"].astype(bool) == expected).all()
+    flagged_share = feedback["decision"].eq("abnormal").mean()
+    assert flagged_share > logs.loc[logs.status == "ok", "decision"].eq("abnormal").mean() - 0.05

@@ -96,22 +96,37 @@ def ground_truth_row(scenario: Scenario, rendered: RenderedStudy) -> dict[str, o
     }
 
 
-def feedback_row(scenario: Scenario, rendered: RenderedStudy) -> dict[str, object] | None:
+def feedback_row(
+    scenario: Scenario, rendered: RenderedStudy, decision: dict[str, object] | None = None
+) -> dict[str, object] | None:
     """Return the radiologist's later outcome for a study, or None when none comes back.
 
-    Whether and when it comes back is drawn from the study's own seed, so it does not depend on
-    which other studies were simulated.
+    Studies the model sent to a radiologist (decision ``abnormal``) come back more often
+    (``extra_rate_when_flagged``); with the model's log row at hand the outcome also says whether
+    the radiologist agreed. Whether and when it comes back is drawn from the study's own seed,
+    so it does not depend on which other studies were simulated.
+
+    Args:
+        scenario: the world (its ``feedback`` settings).
+        rendered: the study.
+        decision: the study's inference-log row, if it was scored.
     """
     rng = np.random.default_rng([rendered.planned.render_seed, 1])
     fb = scenario.feedback
-    if rng.random() >= fb.rate:
+    flagged = decision is not None and decision.get("decision") == "abnormal"
+    draw, extra = rng.random(), rng.random()
+    if draw >= fb.rate and not (flagged and extra < fb.extra_rate_when_flagged):
         return None
     planned = rendered.planned
     delay = timedelta(days=float(rng.uniform(fb.min_delay_days, max(fb.min_delay_days, fb.max_delay_days))))
-    return {
+    row: dict[str, object] = {
         "study_id": rendered.study_id,
         "site": planned.site.id,
         "reported_at": planned.acquired_at + delay,
         "final_abnormal": planned.abnormal,
         "final_finding": planned.patient.findings[0] if planned.patient.findings else "normal",
     }
+    if decision is not None and decision.get("status") == "ok":
+        row["model_version"] = decision["model_version"]
+        row["agrees_with_model"] = (decision["decision"] == "abnormal") == planned.abnormal
+    return row

@@ -122,7 +122,8 @@ def simulate(
         else:
             study_rows, logs = _register_tags(rendered, key, summary), []
         truth = [ground_truth_row(scenario, r) for r in rendered]
-        feedback = [row for r in rendered if (row := feedback_row(scenario, r)) is not None]
+        scored = {str(row["study_id"]): row for row in logs}
+        feedback = [row for r in rendered if (row := feedback_row(scenario, r, scored.get(r.study_id))) is not None]
         source = f"simulate:{scenario.name}:day{day}"
         ingest(engine, "studies", pd.DataFrame(study_rows), source=source)
         ingest(engine, "ground_truth", pd.DataFrame(truth), source=source)

@@ -156,5 +156,39 @@ ground_truth = sa.Table(
     sa.Index("ix_ground_truth_scenario_day", "scenario", "day"),
 )
 
+monitor_metrics = sa.Table(
+    "monitor_metrics",
+    metadata,
+    # Long format, one row per (window, site, model version, metric): what a Grafana panel queries.
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("site", sa.String(64), primary_key=True),  # "*" for all sites
+    sa.Column("model_version", sa.String(64), primary_key=True),  # "*" for all versions
+    sa.Column("metric", sa.String(96), primary_key=True),
+    sa.Column("value", sa.Float),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_monitor_metrics_metric_window", "metric", "window_start"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_id", sa.String(40), primary_key=True),  # hash of (kind, site, feature, statistic)
+    sa.Column("kind", sa.String(16), nullable=False),  # quality, technical, drift, performance
+    sa.Column("site", sa.String(64), nullable=False),  # "*" for global
+    sa.Column("feature", sa.String(96), nullable=False),
+    sa.Column("statistic", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),  # open, closed
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("report_path", sa.Text),
+    sa.Index("ix_alerts_status_kind", "status", "kind"),
+)
+
 TABLES = {t.name: t for t in (studies, inference_logs, feedback, ground_truth)}
 """The tables that ``pipeline.store.write`` loads."""
