@@ -16,7 +16,14 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-DEFAULT_ARGS = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(minutes=2)}
+from pipeline.callbacks import on_task_failure
+
+DEFAULT_ARGS = {
+    "owner": "mlops",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "on_failure_callback": on_task_failure,
+}
 
 
 @dag(

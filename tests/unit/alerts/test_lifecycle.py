@@ -104,3 +104,22 @@ def test_without_a_dsn_nothing_is_sent(engine):
     assert not sentry_sdk.get_client().is_active()
     assert send_alert(oom(0.1), event="opened") is None
     assert [c.event for c in sync(engine, [oom(0.1)], 0)] == ["opened"]
+
+
+def test_task_failure_callback_reports_the_exception_with_dag_and_task(sentry_events, monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline.callbacks import on_task_failure
+    from pipeline.config import get_settings
+
+    monkeypatch.setenv("PIPELINE_SENTRY_DSN", "https://public@sentry.invalid/1")
+    get_settings.cache_clear()
+    try:
+        ti = SimpleNamespace(dag_id="monitor_inference", task_id="run_checks", try_number=3)
+        on_task_failure({"task_instance": ti, "exception": ValueError("window has no rows")})
+    finally:
+        get_settings.cache_clear()
+    [event] = sentry_events
+    assert event["tags"]["dag_id"] == "monitor_inference" and event["tags"]["task_id"] == "run_checks"
+    assert event["exception"]["values"][0]["type"] == "ValueError"
+    assert event["fingerprint"] == ["airflow-task-failure", "monitor_inference", "run_checks"]
