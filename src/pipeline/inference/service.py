@@ -126,6 +126,10 @@ class InferenceService:
         self, request: InferenceRequest, study_id: str, status: Status, error: ErrorType, detail: str, started: float
     ) -> dict[str, object]:
         latency = FAILURE_LATENCY_S.get(error, time.perf_counter() - started)
+        return self._row(request, study_id, status, latency) | {"error_type": error, "error_detail": detail[:500]}
+
+    def _row(self, request: InferenceRequest, study_id: str, status: Status, latency: float) -> dict[str, object]:
+        """Return the fields every log row has; ``_request`` is dropped once rows are back in request order."""
         return {
             "_request": request,
             "study_id": study_id,
@@ -134,8 +138,6 @@ class InferenceService:
             "received_at": request.received_at,
             "finished_at": request.received_at + timedelta(seconds=latency),
             "status": status,
-            "error_type": error,
-            "error_detail": detail[:500],
             "latency_s": latency,
         }
 
@@ -168,15 +170,8 @@ class InferenceService:
             latency = read_s + per_study
             prob = float(probs[i])
             rows.append(
-                {
-                    "_request": request,
-                    "study_id": study_id,
-                    "model_version": self.loaded.version,
-                    "site": request.site,
-                    "received_at": request.received_at,
-                    "finished_at": request.received_at + timedelta(seconds=latency),
-                    "status": Status.OK,
-                    "latency_s": latency,
+                self._row(request, study_id, Status.OK, latency)
+                | {
                     "prob_abnormal": prob,
                     "threshold": self.loaded.threshold,
                     "decision": Decision.NORMAL if prob < self.loaded.threshold else Decision.ABNORMAL,
