@@ -217,6 +217,50 @@ def demo(scenario_path: Path, start_day: int, days: int, progress: bool, json_pa
     )
 
 
+@main.command()
+@click.option("--start", "start", required=True, type=click.DateTime(), help="Window start (UTC), e.g. 2026-01-30.")
+@click.option("--end", "end", required=True, type=click.DateTime(), help="Window end (UTC, exclusive).")
+@JSON_OPTION
+def monitor(start: Any, end: Any, json_path: Path | None) -> None:
+    """Check one window of the inference logs: technical health per site and model version; metrics and alerts.
+
+    Running a window again leaves the same metrics and alerts.
+    """
+    from pipeline.monitor import EmptyWindow, run_monitor
+    from pipeline.store import make_engine, upgrade
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    _init_sentry(settings)
+    try:
+        result = run_monitor(engine, _utc(start), _utc(end))
+    except EmptyWindow as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{result.studies} studies in {result.window_start:%Y-%m-%d %H:%M}..{result.window_end:%Y-%m-%d %H:%M} UTC"
+    )
+    for finding in result.findings:
+        click.echo(
+            f"  {finding.severity.upper():8} [{finding.kind}] {finding.site} {finding.feature}: {finding.message}"
+        )
+    if result.insufficient:
+        click.echo(f"  insufficient data: {', '.join(result.insufficient)}")
+    write_json(json_path, result.as_json(engine))
+
+
+def _utc(moment: Any) -> Any:
+    from datetime import UTC
+
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _init_sentry(settings: Any) -> None:
+    from pipeline.alerts import init_sentry
+
+    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None)
+
+
 def _service_factory(settings: Any, default: str) -> Any:
     """Return a function giving the inference service for a model alias or version (loaded once each)."""
     import mlflow

@@ -40,3 +40,25 @@ def ingest_landed_batches(landing: str | None = None) -> dict[str, Any]:
         "rejected": sum(r.rejected for r in results),
         "rejects": [str(e) for r in results for e in r.errors][:100],
     }
+
+
+def monitor_window(start: str, end: str) -> dict[str, Any]:
+    """Run the monitoring checks on ``[start, end)`` (ISO timestamps); return the alert ids it touched."""
+    from datetime import datetime
+
+    from pipeline.alerts import init_sentry
+    from pipeline.monitor import run_monitor
+    from pipeline.store import make_engine
+
+    configure_logging()
+    settings = get_settings()
+    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None)
+    result = run_monitor(make_engine(settings.db_url), datetime.fromisoformat(start), datetime.fromisoformat(end))
+    return {
+        "window_start": start,
+        "window_end": end,
+        "studies": result.studies,
+        "findings": [f.alert_id for f in result.findings],
+        "changes": {c.alert_id: c.event for c in result.changes},
+        "insufficient_data": list(result.insufficient),
+    }

@@ -193,6 +193,15 @@ class ErrorBurst(_Event):
     days: int = Field(1, ge=1)
 
 
+class VolumeChange(_Event):
+    """A site's daily volume changes for ``days`` days (default: for good); 0 is an outage: the site goes silent."""
+
+    type: Literal["volume_change"]
+    site: str
+    factor: float = Field(ge=0, le=100, description="Multiplier of the site's daily volume.")
+    days: int | None = Field(None, ge=1)
+
+
 class ModelVersionChange(_Event):
     """The inference service switches to another registered model version (or alias)."""
 
@@ -210,6 +219,7 @@ Event = Annotated[
     | TagErrorChange
     | PositioningProblem
     | ErrorBurst
+    | VolumeChange
     | ModelVersionChange,
     Field(discriminator="type"),
 ]
@@ -225,6 +235,7 @@ EVENT_TYPES = tuple(
         TagErrorChange,
         PositioningProblem,
         ErrorBurst,
+        VolumeChange,
         ModelVersionChange,
     )
 )

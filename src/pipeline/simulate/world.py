@@ -15,6 +15,7 @@ from pipeline.simulate.scenario import (
     Site,
     SiteJoins,
     TagErrorChange,
+    VolumeChange,
 )
 
 
@@ -83,6 +84,9 @@ def sites_on(scenario: Scenario, day: int) -> list[Site]:
             elif isinstance(event, PositioningProblem):
                 if event.days is None or day < event.day + event.days:
                     site = site.model_copy(update={"positioning": event.positioning})
+            elif isinstance(event, VolumeChange):
+                if event.days is None or day < event.day + event.days:
+                    site = site.model_copy(update={"daily_volume": round(site.daily_volume * event.factor)})
             elif isinstance(event, ErrorBurst) and day < event.day + event.days:
                 rates = {**site.failure_rates, event.error_type: event.rate}
                 site = site.model_copy(update={"failure_rates": rates})

@@ -133,3 +133,12 @@ def test_no_patient_identifier_reaches_the_store_or_file_names(tmp_path):
     assert not any(s in text for s in secrets)
     assert not any(s in str(p) for p in (tmp_path / "storage").rglob("*") for s in secrets)
     assert np.all(frame["study_id"].str.fullmatch(r"[0-9a-f]{32}"))
+
+
+def test_outage_silences_a_site_and_a_volume_change_lowers_it(tmp_path):
+    frame = run(tmp_path, "site_outage", [19, 20, 21, 22, 34, 36], volume=100)
+    per_day = frame.groupby(["day", "site"]).size().unstack(fill_value=0)
+    assert per_day.loc[19, "lakeside"] > 70 and per_day.loc[20, "lakeside"] == 0 == per_day.loc[21, "lakeside"]
+    assert per_day.loc[22, "lakeside"] > 70
+    assert per_day.loc[36, "north-general"] == pytest.approx(40, abs=15)
+    assert per_day.loc[34, "north-general"] > 70

@@ -1,0 +1,61 @@
+"""
+### Monitor the inference stream
+
+Every hour (backfill-safe: each run checks its own data interval) this DAG reads the window's
+inference logs and checks the technical health of every site and model version: volume
+against the usual, error rate by type, latency, silence. It writes the window's metrics
+(table `monitor_metrics`, shaped for Grafana), keeps one alert per ongoing problem (table
+`alerts`; Sentry when `PIPELINE_SENTRY_DSN` is set), and publishes the
+`pipeline://monitoring/window` asset when done. Re-running a window leaves the same state.
+
+Data-quality expectations (Great Expectations), drift checks and the HTML report plug into
+the same run as they land.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from pipeline.callbacks import on_task_failure
+
+MONITORING_WINDOW = Asset("pipeline://monitoring/window")
+
+DEFAULT_ARGS = {
+    "owner": "mlops",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=5),
+    "on_failure_callback": on_task_failure,
+}
+
+
+@dag(
+    # A run covers [logical date, +1 h) and starts once that hour is over.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    tags=["monitoring"],
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+)
+def monitor_inference() -> None:
+    @task
+    def migrate_store() -> str | None:
+        from pipeline.tasks import migrate_store
+
+        return migrate_store()
+
+    @task(outlets=[MONITORING_WINDOW])
+    def check_window(data_interval_start=None, data_interval_end=None) -> dict:  # type: ignore[no-untyped-def]
+        from pipeline.tasks import monitor_window
+
+        return monitor_window(data_interval_start.isoformat(), data_interval_end.isoformat())
+
+    migrate_store() >> check_window()
+
+
+monitor_inference()

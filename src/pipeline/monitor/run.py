@@ -1,0 +1,167 @@
+"""One monitoring run over a window: extract, check, write metrics, keep alerts in step.
+
+Idempotent by construction: the window's metrics are replaced as a whole, and the alerts are
+synchronised (``pipeline.alerts.sync_alerts``), so running a window again leaves the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, open_alerts, sync_alerts
+from pipeline.monitor.technical import TechnicalThresholds, check_technical
+from pipeline.store import read_window
+from pipeline.store.schema import inference_logs, monitor_metrics
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["study_id", "site", "model_version", "received_at", "status", "error_type", "latency_s", "decision"]
+
+
+class EmptyWindow(ValueError):
+    """A window whose end is not after its start."""
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one monitoring run saw and did."""
+
+    window_start: datetime
+    window_end: datetime
+    studies: int
+    metrics: pd.DataFrame  # site, model_version, metric, value
+    findings: tuple[Finding, ...]
+    changes: tuple[AlertChange, ...]
+    insufficient: tuple[str, ...]
+
+    def as_json(self, engine: Engine) -> dict[str, object]:
+        """Return ``{"alerts": [...], "metrics": {...}}``: the open alerts after the run and the window's metrics."""
+        metrics: dict[str, dict[str, float]] = {}
+        for row in self.metrics.itertuples(index=False):
+            key = row.site if row.model_version == GLOBAL else f"{row.site}@{row.model_version}"
+            metrics.setdefault(key, {})[row.metric] = row.value
+        return {
+            "window": {
+                "start": self.window_start.isoformat(),
+                "end": self.window_end.isoformat(),
+                "studies": self.studies,
+            },
+            "alerts": [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in a.items()}
+                for a in open_alerts(engine)
+            ],
+            "findings": [f.__dict__ | {"alert_id": f.alert_id} for f in self.findings],
+            "insufficient_data": list(self.insufficient),
+            "metrics": metrics,
+        }
+
+
+def _counts(engine: Engine, start: datetime, end: datetime, *, by_error: bool = False) -> pd.DataFrame:
+    columns = [inference_logs.c.site] + ([inference_logs.c.error_type] if by_error else [])
+    query = (
+        sa.select(*columns, sa.func.count().label("n"))
+        .where(inference_logs.c.received_at >= start, inference_logs.c.received_at < end)
+        .group_by(*columns)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=[c.name for c in columns] + ["n"])
+
+
+def _baselines(
+    engine: Engine, start: datetime, end: datetime, weeks: int
+) -> tuple[dict[str, float], dict[tuple[str, str], float], list[str]]:
+    """Return the usual volume per site (median of the same window 1..weeks weeks back), error rates over the
+    last 7 days, and every site seen in the baseline period."""
+    weekly: dict[str, list[float]] = {}
+    for k in range(1, weeks + 1):
+        lag = timedelta(days=7 * k)
+        for row in _counts(engine, start - lag, end - lag).itertuples(index=False):
+            weekly.setdefault(str(row.site), []).append(float(row.n))
+    # Day-sized windows also learn from the last days (the simulator has no weekday pattern).
+    span = end - start
+    if span >= timedelta(hours=12):
+        for k in range(1, 7):
+            for row in _counts(engine, start - k * span, end - k * span).itertuples(index=False):
+                weekly.setdefault(str(row.site), []).append(float(row.n))
+    expected = {site: statistics.median(v) for site, v in weekly.items() if len(v) >= 2}
+    recent = _counts(engine, start - timedelta(days=7), start, by_error=True)
+    totals = recent.groupby("site")["n"].sum()
+    rates = {
+        (str(r.site), str(r.error_type)): float(r.n) / float(totals[r.site])
+        for r in recent.itertuples(index=False)
+        if r.error_type is not None and not pd.isna(r.error_type)
+    }
+    return expected, rates, sorted(weekly)
+
+
+def _last_seen(engine: Engine, end: datetime) -> dict[str, datetime | None]:
+    query = (
+        sa.select(inference_logs.c.site, sa.func.max(inference_logs.c.received_at))
+        .where(inference_logs.c.received_at < end)
+        .group_by(inference_logs.c.site)
+    )
+    with engine.connect() as conn:
+        return {site: (t if t is None or t.tzinfo else t.replace(tzinfo=UTC)) for site, t in conn.execute(query).all()}
+
+
+def _write_metrics(engine: Engine, start: datetime, end: datetime, metrics: pd.DataFrame) -> None:
+    rows = metrics.dropna(subset=["value"]).assign(window_start=start, window_end=end, computed_at=datetime.now(UTC))
+    with engine.begin() as conn:
+        conn.execute(
+            monitor_metrics.delete().where(monitor_metrics.c.window_start == start, monitor_metrics.c.window_end == end)
+        )
+        if len(rows):
+            conn.execute(monitor_metrics.insert(), rows.to_dict("records"))
+
+
+def run_monitor(
+    engine: Engine,
+    start: datetime,
+    end: datetime,
+    *,
+    baseline_weeks: int = 4,
+    thresholds: TechnicalThresholds | None = None,
+    report_path: str | None = None,
+) -> MonitorResult:
+    """Check the window ``[start, end)`` of the inference logs; write its metrics and synchronise the alerts.
+
+    Raises:
+        EmptyWindow: ``end`` is not after ``start``.
+    """
+    if end <= start:
+        raise EmptyWindow(f"window end {end.isoformat()} is not after its start {start.isoformat()}")
+    logs = read_window(engine, "inference_logs", start, end, columns=LOG_COLUMNS)
+    expected, rates, known = _baselines(engine, start, end, baseline_weeks)
+    sites = sorted(set(known) | set(logs["site"].dropna().astype(str)))
+    technical = check_technical(
+        logs,
+        expected_volume=expected,
+        baseline_error_rates=rates,
+        last_seen=_last_seen(engine, end),
+        window_end=end,
+        sites=sites,
+        thresholds=thresholds,
+    )
+    _write_metrics(engine, start, end, technical.metrics)
+    checked = [(str(Kind.TECHNICAL), site) for site in sites]
+    changes = sync_alerts(
+        engine, technical.findings, window_start=start, window_end=end, checked=checked, report_path=report_path
+    )
+    log.info(
+        "monitor %s..%s: %d studies, %d findings, %d sites with too little data",
+        start.isoformat(),
+        end.isoformat(),
+        len(logs),
+        len(technical.findings),
+        len(technical.insufficient),
+    )
+    return MonitorResult(
+        start, end, len(logs), technical.metrics, technical.findings, tuple(changes), technical.insufficient
+    )

@@ -1,0 +1,108 @@
+"""Monitoring day by day on shipped scenarios, on PostgreSQL: the right technical alert on the day a problem starts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import torch
+
+from pipeline.inference import InferenceService
+from pipeline.monitor import EmptyWindow, run_monitor
+from pipeline.registry import LoadedModel
+from pipeline.simulate.run import simulate
+from pipeline.simulate.scenario import load_scenario
+from pipeline.store import make_engine, upgrade
+from pipeline.training import NetConfig, NormalFilterNet
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+METRICS = (
+    "SELECT window_start, window_end, site, model_version, metric, value FROM monitor_metrics ORDER BY 1, 2, 3, 4, 5"
+)
+
+
+@pytest.fixture(scope="module")
+def service() -> InferenceService:
+    torch.manual_seed(0)
+    model = NormalFilterNet(NetConfig(init_features=8, growth_rate=4, block_config=(2, 2)))
+    return InferenceService(LoadedModel(model, "m", "1", threshold=0.5, image_size=32), key="k", mc_samples=0)
+
+
+def simulated(name: str, days: range, pg_url: str, tmp_path: Path, service: InferenceService, volume: int = 60):
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    scenario = scenario.model_copy(
+        update={"sites": tuple(s.model_copy(update={"daily_volume": volume}) for s in scenario.sites), "image_size": 32}
+    )
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    simulate(
+        scenario,
+        engine=engine,
+        storage_root=tmp_path,
+        key="k",
+        days=days,
+        service_for=lambda _: service,
+        progress=False,
+    )
+    return scenario, engine
+
+
+def day_window(scenario, day: int) -> tuple[datetime, datetime]:
+    start = datetime.combine(scenario.start + timedelta(days=day), datetime.min.time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def alert_keys(result) -> set[tuple[str, str, str]]:
+    return {(str(f.kind), f.site, f.feature) for f in result.findings}
+
+
+def test_silent_site_and_volume_drop(pg_url, tmp_path, service):
+    scenario, engine = simulated("site_outage", range(13, 23), pg_url, tmp_path, service)
+    by_day = {day: run_monitor(engine, *day_window(scenario, day)) for day in range(18, 23)}
+    assert alert_keys(by_day[18]) == alert_keys(by_day[19]) == set()
+    assert alert_keys(by_day[20]) == {("technical", "lakeside", "volume")}
+    assert by_day[20].findings[0].severity == "critical"
+    assert ("technical", "lakeside", "volume") in alert_keys(by_day[21])
+    assert alert_keys(by_day[22]) == set()
+    assert [c.event for c in by_day[22].changes] == ["closed"]
+
+    # re-running a window leaves the same metrics and alerts
+    with engine.connect() as conn:
+        before = conn.execute(sa.text(METRICS)).all()
+        alerts_before = conn.execute(sa.text("SELECT alert_id, status, first_seen, last_seen FROM alerts")).all()
+    run_monitor(engine, *day_window(scenario, 21))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(METRICS)).all() == before
+        assert (
+            conn.execute(sa.text("SELECT alert_id, status, first_seen, last_seen FROM alerts")).all() == alerts_before
+        )
+
+
+def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
+    scenario, engine = simulated("error_burst", range(18, 27), pg_url, tmp_path, service)
+    by_day = {day: run_monitor(engine, *day_window(scenario, day)) for day in range(23, 27)}
+    assert alert_keys(by_day[23]) == alert_keys(by_day[24]) == set()
+    assert alert_keys(by_day[25]) == {("technical", "st-anna", "cuda_oom")}
+    payload = by_day[25].as_json(engine)
+    [alert] = payload["alerts"]
+    assert {k: alert[k] for k in ("kind", "site", "feature")} == {
+        "kind": "technical",
+        "site": "st-anna",
+        "feature": "cuda_oom",
+    }
+    assert alert["first_seen"].startswith("2026-01-30") and alert["severity"] in ("warning", "critical")
+    assert payload["metrics"]["st-anna"]["error_rate.cuda_oom"] > 0.05
+
+
+def test_an_empty_window_is_a_clear_error(pg_url):
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(EmptyWindow, match="is not after its start"):
+        run_monitor(engine, moment, moment)
+    result = run_monitor(engine, moment, moment + timedelta(hours=1))  # no data at all: nothing to judge, no crash
+    assert result.studies == 0 and result.findings == ()
