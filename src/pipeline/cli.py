@@ -130,6 +130,12 @@ def ingest_landing(landing: Path | None, json_path: Path | None) -> None:
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--image-size", type=click.IntRange(32, 4096), default=None, help="Override the scenario's image size.")
 @click.option(
+    "--volume-scale",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Multiply every site's daily volume (e.g. 0.1 for a quick run).",
+)
+@click.option(
     "--model",
     default="champion",
     show_default=True,
@@ -143,6 +149,7 @@ def simulate(
     start_date: Any,
     seed: int | None,
     image_size: int | None,
+    volume_scale: float | None,
     model: str,
     progress: bool,
     json_path: Path | None,
@@ -154,7 +161,7 @@ def simulate(
     simulating a day again changes nothing.
     """
     from pipeline.simulate.run import simulate as run
-    from pipeline.simulate.scenario import days_between, load_scenario
+    from pipeline.simulate.scenario import days_between, load_scenario, with_volume
     from pipeline.store import make_engine, upgrade
 
     settings = get_settings()
@@ -164,6 +171,8 @@ def simulate(
         raise click.ClickException(str(exc)) from exc
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
+    if volume_scale is not None:
+        scenario = with_volume(scenario, factor=volume_scale)
     day_indexes = days_between(scenario, start_date.date() if start_date else None, days)
     engine = make_engine(settings.db_url)
     upgrade(engine)

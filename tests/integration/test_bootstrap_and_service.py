@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from pipeline.inference import InferenceService
 from pipeline.registry import CHAMPION, load_model
 from pipeline.simulate.run import simulate
-from pipeline.simulate.scenario import load_scenario
+from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, read_window, upgrade
 from pipeline.training import NetConfig, TrainConfig
 from pipeline.training.bootstrap import BootstrapConfig, bootstrap
@@ -32,9 +32,7 @@ TINY = BootstrapConfig(
 
 
 def small(name: str, volume: int):
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-    sites = tuple(s.model_copy(update={"daily_volume": volume}) for s in scenario.sites)
-    return scenario.model_copy(update={"sites": sites})
+    return with_volume(load_scenario(SCENARIOS / f"{name}.yaml"), per_site=volume)
 
 
 def test_bootstrap_registers_a_champion_once_and_the_service_logs_with_it(mlflow_server, pg_url, tmp_path):

@@ -13,7 +13,7 @@ from pipeline.inference import InferenceService
 from pipeline.monitor import EmptyWindow, run_monitor
 from pipeline.registry import LoadedModel
 from pipeline.simulate.run import simulate
-from pipeline.simulate.scenario import load_scenario
+from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, upgrade
 from pipeline.training import NetConfig, NormalFilterNet
 
@@ -33,10 +33,8 @@ def service() -> InferenceService:
 
 
 def simulated(name: str, days: range, pg_url: str, tmp_path: Path, service: InferenceService, volume: int = 60):
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-    scenario = scenario.model_copy(
-        update={"sites": tuple(s.model_copy(update={"daily_volume": volume}) for s in scenario.sites), "image_size": 32}
-    )
+    scenario = with_volume(load_scenario(SCENARIOS / f"{name}.yaml"), per_site=volume)
+    scenario = scenario.model_copy(update={"image_size": 32})
     engine = make_engine(pg_url)
     upgrade(engine)
     simulate(

@@ -291,6 +291,21 @@ class Scenario(_Strict):
         return self
 
 
+def with_volume(scenario: Scenario, *, factor: float | None = None, per_site: int | None = None) -> Scenario:
+    """Return ``scenario`` with every site's daily volume (joining sites too) scaled by ``factor`` or set to ``per_site``."""
+
+    def scaled(site: Site) -> Site:
+        volume = (
+            per_site if per_site is not None else round(site.daily_volume * (factor if factor is not None else 1.0))
+        )
+        return site.model_copy(update={"daily_volume": volume})
+
+    events = tuple(
+        e.model_copy(update={"site": scaled(e.site)}) if isinstance(e, SiteJoins) else e for e in scenario.events
+    )
+    return scenario.model_copy(update={"sites": tuple(scaled(s) for s in scenario.sites), "events": events})
+
+
 def days_between(scenario: Scenario, first: date | None = None, count: int | None = None) -> list[int]:
     """Return the day indexes from calendar date ``first`` (default the start) for ``count`` days (default all).
 

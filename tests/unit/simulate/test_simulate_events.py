@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.simulate.run import simulate
-from pipeline.simulate.scenario import Scenario, SiteJoins, load_scenario
+from pipeline.simulate.scenario import Scenario, load_scenario, with_volume
 from pipeline.store import make_engine, read_window, upgrade
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
@@ -17,14 +17,7 @@ SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 
 def scaled(scenario: Scenario, volume: int, size: int = 32) -> Scenario:
     """Return ``scenario`` with every site (also those joining later) at ``volume`` studies a day."""
-    sites = tuple(s.model_copy(update={"daily_volume": volume}) for s in scenario.sites)
-    events = tuple(
-        e.model_copy(update={"site": e.site.model_copy(update={"daily_volume": volume})})
-        if isinstance(e, SiteJoins)
-        else e
-        for e in scenario.events
-    )
-    return scenario.model_copy(update={"sites": sites, "events": events, "image_size": size})
+    return with_volume(scenario, per_site=volume).model_copy(update={"image_size": size})
 
 
 def run(tmp_path: Path, name: str, days: list[int], volume: int, size: int = 32) -> pd.DataFrame:
