@@ -38,12 +38,10 @@ class Settings(BaseSettings):
         default=SecretStr("local-demo-key-change-me"),
         description="Key of the keyed hash that turns StudyInstanceUIDs into pseudonymous ids.",
     )
-    embedding_dim: int = Field(default=64, ge=1, le=4096)
     relabel_daily_budget: int = Field(default=200, ge=0)
     relabel_site_cap: float = Field(
         default=0.4, gt=0, le=1, description="Largest share of the daily budget one site may take."
     )
-    ingest_chunk_rows: int = Field(default=50_000, ge=1_000)
 
     @field_validator("db_url")
     @classmethod
