@@ -230,20 +230,28 @@ def demo(scenario_path: Path, start_day: int, days: int, progress: bool, json_pa
 @click.option("--start", "start", required=True, type=click.DateTime(), help="Window start (UTC), e.g. 2026-01-30.")
 @click.option("--end", "end", required=True, type=click.DateTime(), help="Window end (UTC, exclusive).")
 @JSON_OPTION
-def monitor(start: Any, end: Any, json_path: Path | None) -> None:
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML report here (default: <storage root>/reports/monitoring/).",
+)
+def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None) -> None:
     """Check one window of the inference logs: technical health per site and model version; metrics and alerts.
 
     Running a window again leaves the same metrics and alerts.
     """
-    from pipeline.monitor import EmptyWindow, run_monitor
+    from pipeline.monitor import EmptyWindow, report_path_for, run_monitor
     from pipeline.store import make_engine, upgrade
 
     settings = get_settings()
     engine = make_engine(settings.db_url)
     upgrade(engine)
     _init_sentry(settings)
+    start, end = _utc(start), _utc(end)
+    report = html_path or report_path_for(Path(settings.storage_root), start, end)
     try:
-        result = run_monitor(engine, _utc(start), _utc(end))
+        result = run_monitor(engine, start, end, report_path=report)
     except EmptyWindow as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -255,6 +263,7 @@ def monitor(start: Any, end: Any, json_path: Path | None) -> None:
         )
     if result.insufficient:
         click.echo(f"  insufficient data: {', '.join(result.insufficient)}")
+    click.echo(f"report: {report}")
     write_json(json_path, result.as_json(engine))
 
 

@@ -47,16 +47,19 @@ def monitor_window(start: str, end: str) -> dict[str, Any]:
     from datetime import datetime
 
     from pipeline.alerts import init_sentry
-    from pipeline.monitor import run_monitor
+    from pipeline.monitor import report_path_for, run_monitor
     from pipeline.store import make_engine
 
     configure_logging()
     settings = get_settings()
     init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None)
-    result = run_monitor(make_engine(settings.db_url), datetime.fromisoformat(start), datetime.fromisoformat(end))
+    window = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    report = report_path_for(Path(settings.storage_root), *window)
+    result = run_monitor(make_engine(settings.db_url), *window, report_path=report)
     return {
         "window_start": start,
         "window_end": end,
+        "report": str(report),
         "studies": result.studies,
         "findings": [f.alert_id for f in result.findings],
         "changes": {c.alert_id: c.event for c in result.changes},

@@ -82,7 +82,11 @@ def test_silent_site_and_volume_drop(pg_url, tmp_path, service):
 
 def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     scenario, engine = simulated("error_burst", range(18, 27), pg_url, tmp_path, service)
-    by_day = {day: run_monitor(engine, *day_window(scenario, day)) for day in range(23, 27)}
+    report = tmp_path / "reports" / "day25.html"
+    by_day = {
+        day: run_monitor(engine, *day_window(scenario, day), report_path=report if day == 25 else None)
+        for day in range(23, 27)
+    }
     assert alert_keys(by_day[23]) == alert_keys(by_day[24]) == set()
     assert alert_keys(by_day[25]) == {("technical", "st-anna", "cuda_oom")}
     payload = by_day[25].as_json(engine)
@@ -94,6 +98,11 @@ def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     }
     assert alert["first_seen"].startswith("2026-01-30") and alert["severity"] in ("warning", "critical")
     assert payload["metrics"]["st-anna"]["error_rate.cuda_oom"] > 0.05
+    assert alert["report_path"] == str(report)
+    page = report.read_text()
+    assert "Monitoring: 2026-01-30 00:00 to 2026-01-31 00:00 UTC" in page
+    assert page.count("data:image/png;base64,") == 4  # headline metric, volume, failures, latency
+    assert "cuda_oom" in page and "st-anna" in page and "1 open alert(s)" in page
 
 
 def test_an_empty_window_is_a_clear_error(pg_url):

@@ -100,8 +100,9 @@ def _apply(
         "threshold": finding.threshold,
         "severity": str(finding.severity),
         "message": finding.message,
-        "report_path": report_path,
     }
+    if report_path is not None:  # a run without a report keeps the last report's link
+        values["report_path"] = report_path
     if row is None:
         conn.execute(
             alerts.insert().values(

@@ -10,6 +10,7 @@ import logging
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, open_alerts, sync_alerts
 from pipeline.monitor.technical import TechnicalThresholds, check_technical
+from pipeline.reports import write_monitoring_report
 from pipeline.store import read_window
 from pipeline.store.schema import inference_logs, monitor_metrics
 
@@ -121,6 +123,11 @@ def _write_metrics(engine: Engine, start: datetime, end: datetime, metrics: pd.D
             conn.execute(monitor_metrics.insert(), rows.to_dict("records"))
 
 
+def report_path_for(root: Path, start: datetime, end: datetime) -> Path:
+    """Return where the report of a window lives under ``root``."""
+    return root / "reports" / "monitoring" / f"{start:%Y%m%dT%H%M}_{end:%Y%m%dT%H%M}.html"
+
+
 def run_monitor(
     engine: Engine,
     start: datetime,
@@ -128,9 +135,11 @@ def run_monitor(
     *,
     baseline_weeks: int = 4,
     thresholds: TechnicalThresholds | None = None,
-    report_path: str | None = None,
+    report_path: Path | None = None,
 ) -> MonitorResult:
     """Check the window ``[start, end)`` of the inference logs; write its metrics and synchronise the alerts.
+
+    With ``report_path``, the window's HTML report is written there and every alert links to it.
 
     Raises:
         EmptyWindow: ``end`` is not after ``start``.
@@ -152,8 +161,15 @@ def run_monitor(
     _write_metrics(engine, start, end, technical.metrics)
     checked = [(str(Kind.TECHNICAL), site) for site in sites]
     changes = sync_alerts(
-        engine, technical.findings, window_start=start, window_end=end, checked=checked, report_path=report_path
+        engine,
+        technical.findings,
+        window_start=start,
+        window_end=end,
+        checked=checked,
+        report_path=None if report_path is None else str(report_path),
     )
+    if report_path is not None:
+        write_monitoring_report(engine, start, end, report_path)
     log.info(
         "monitor %s..%s: %d studies, %d findings, %d sites with too little data",
         start.isoformat(),
