@@ -11,19 +11,10 @@ changes nothing: rows are keyed by study and model version.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import dag, task
 
-from pipeline.callbacks import on_task_failure
-
-DEFAULT_ARGS = {
-    "owner": "mlops",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "on_failure_callback": on_task_failure,
-}
+from pipeline.callbacks import default_args
 
 
 @dag(
@@ -32,7 +23,7 @@ DEFAULT_ARGS = {
     catchup=False,
     max_active_runs=1,
     tags=["store", "ingest"],
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def ingest_inference_logs() -> None:

@@ -20,16 +20,9 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from pipeline.callbacks import on_task_failure
+from pipeline.callbacks import default_args
 
 MONITORING_WINDOW = Asset("pipeline://monitoring/window")
-
-DEFAULT_ARGS = {
-    "owner": "mlops",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=5),
-    "on_failure_callback": on_task_failure,
-}
 
 
 @dag(
@@ -39,7 +32,7 @@ DEFAULT_ARGS = {
     catchup=False,
     max_active_runs=4,
     tags=["monitoring"],
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(retry_delay=timedelta(minutes=5)),
     doc_md=__doc__,
 )
 def monitor_inference() -> None:

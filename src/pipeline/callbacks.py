@@ -1,8 +1,11 @@
-"""Airflow callbacks, importable by DAG files at parse time: nothing heavy is imported until one fires."""
+"""What every DAG's tasks share, importable at parse time: nothing heavy is imported until a callback fires."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+
+OWNER = "mlops"
 
 
 def on_task_failure(context: dict[str, Any]) -> None:
@@ -10,3 +13,8 @@ def on_task_failure(context: dict[str, Any]) -> None:
     from pipeline.alerts.sentry import task_failure_callback
 
     task_failure_callback(context)
+
+
+def default_args(*, retry_delay: timedelta = timedelta(minutes=2), retries: int = 2) -> dict[str, Any]:
+    """Return the task defaults of every DAG: owner, retries, retry delay and the Sentry failure callback."""
+    return {"owner": OWNER, "retries": retries, "retry_delay": retry_delay, "on_failure_callback": on_task_failure}
