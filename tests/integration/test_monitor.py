@@ -80,6 +80,16 @@ def test_silent_site_and_volume_drop(pg_url, tmp_path, service):
         )
 
 
+def test_volume_drop_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
+    # 150 a day: at 60 a day, Poisson noise alone can hold a 40% site above the 50% line
+    scenario, engine = simulated("site_outage", range(29, 37), pg_url, tmp_path, service, volume=150)
+    by_day = {day: run_monitor(engine, *day_window(scenario, day)) for day in range(33, 37)}
+    assert alert_keys(by_day[33]) == alert_keys(by_day[34]) == set()
+    assert alert_keys(by_day[35]) == {("technical", "north-general", "volume")}
+    [finding] = by_day[35].findings
+    assert finding.severity == "warning" and finding.value == pytest.approx(0.4, abs=0.15)
+
+
 def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     scenario, engine = simulated("error_burst", range(18, 27), pg_url, tmp_path, service)
     report = tmp_path / "reports" / "day25.html"

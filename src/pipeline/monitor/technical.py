@@ -11,6 +11,7 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity
 from pipeline.store.schema import ErrorType
@@ -26,7 +27,9 @@ class TechnicalThresholds:
         min_studies: fewer studies than this in a window is "insufficient data" for rates.
         error_rate: an error type's share of studies above this is an alert...
         error_rate_factor: ...when it is also this many times its baseline rate...
-        min_errors: ...and at least this many studies failed that way.
+        min_errors: ...and at least this many studies failed that way...
+        max_p_value: ...and so many failures are this unlikely under the baseline rate (binomial test).
+        baseline_rate_floor: the baseline rate assumed for an error type never seen before.
         critical_error_rate: above this the alert is critical.
         volume_drop_ratio: volume below this share of the usual for the weekday and hour is an alert.
         min_expected_volume: the usual volume must be at least this for a volume or silence alert.
@@ -37,6 +40,8 @@ class TechnicalThresholds:
     error_rate: float = 0.02
     error_rate_factor: float = 3.0
     min_errors: int = 3
+    max_p_value: float = 1e-3
+    baseline_rate_floor: float = 1e-3
     critical_error_rate: float = 0.1
     volume_drop_ratio: float = 0.5
     min_expected_volume: float = 20.0
@@ -168,7 +173,8 @@ def check_technical(
             rate = failed / n
             baseline = baseline_error_rates.get((site, error), 0.0)
             limit = max(t.error_rate, t.error_rate_factor * baseline)
-            if failed >= t.min_errors and rate > limit:
+            p_value = float(binom.sf(failed - 1, n, max(baseline, t.baseline_rate_floor))) if failed else 1.0
+            if failed >= t.min_errors and rate > limit and p_value < t.max_p_value:
                 severity = Severity.CRITICAL if rate > t.critical_error_rate else Severity.WARNING
                 findings.append(
                     Finding(
