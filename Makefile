@@ -51,7 +51,7 @@ test-fast: venv  ## Unit tests only (no services)
 test: install lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: install  ## Run the product on embedded defaults (SQLite, local files, local MLflow and Label Studio)
+demo: install  ## Run the product on embedded defaults (SQLite store, local files) and print what landed
 	$(BIN)/pipeline demo
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY
