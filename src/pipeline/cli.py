@@ -241,13 +241,14 @@ def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None
 
     Running a window again leaves the same metrics and alerts.
     """
+    from pipeline.alerts import init_sentry_from_settings
     from pipeline.monitor import EmptyWindow, report_path_for, run_monitor
     from pipeline.store import make_engine, upgrade
 
     settings = get_settings()
     engine = make_engine(settings.db_url)
     upgrade(engine)
-    _init_sentry(settings)
+    init_sentry_from_settings()
     start, end = _utc(start), _utc(end)
     report = html_path or report_path_for(Path(settings.storage_root), start, end)
     try:
@@ -271,12 +272,6 @@ def _utc(moment: Any) -> Any:
     from datetime import UTC
 
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _init_sentry(settings: Any) -> None:
-    from pipeline.alerts import init_sentry
-
-    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None)
 
 
 def _service_factory(settings: Any, default: str) -> Any:

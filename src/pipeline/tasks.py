@@ -46,13 +46,13 @@ def monitor_window(start: str, end: str) -> dict[str, Any]:
     """Run the monitoring checks on ``[start, end)`` (ISO timestamps); return the alert ids it touched."""
     from datetime import datetime
 
-    from pipeline.alerts import init_sentry
+    from pipeline.alerts import init_sentry_from_settings
     from pipeline.monitor import report_path_for, run_monitor
     from pipeline.store import make_engine
 
     configure_logging()
     settings = get_settings()
-    init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None)
+    init_sentry_from_settings()
     window = datetime.fromisoformat(start), datetime.fromisoformat(end)
     report = report_path_for(Path(settings.storage_root), *window)
     result = run_monitor(make_engine(settings.db_url), *window, report_path=report)

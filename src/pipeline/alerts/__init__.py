@@ -2,7 +2,7 @@
 
 from pipeline.alerts.lifecycle import AlertChange, open_alerts, sync_alerts
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity, alert_id
-from pipeline.alerts.sentry import init_sentry, send_alert, task_failure_callback
+from pipeline.alerts.sentry import init_sentry, init_sentry_from_settings, send_alert, task_failure_callback
 
 __all__ = [
     "GLOBAL",
@@ -12,6 +12,7 @@ __all__ = [
     "Severity",
     "alert_id",
     "init_sentry",
+    "init_sentry_from_settings",
     "open_alerts",
     "send_alert",
     "sync_alerts",

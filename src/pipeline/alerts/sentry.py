@@ -34,6 +34,14 @@ def init_sentry(dsn: str | None, *, environment: str = "production", transport: 
     return True
 
 
+def init_sentry_from_settings() -> bool:
+    """Initialise Sentry from ``PIPELINE_SENTRY_DSN`` (off when unset); return whether it is on."""
+    from pipeline.config import get_settings
+
+    dsn = get_settings().sentry_dsn
+    return init_sentry(dsn.get_secret_value() if dsn else None)
+
+
 def send_alert(finding: Finding, *, event: str, report_path: str | None = None) -> str | None:
     """Send one alert event (``opened``, ``reopened``, ``escalated``) to Sentry; return the event id (None when off)."""
     if not sentry_sdk.get_client().is_active():
@@ -65,10 +73,7 @@ def task_failure_callback(context: dict[str, Any]) -> None:
     Airflow's own ``[sentry]`` integration has been unreliable through 3.x, so the project
     initialises sentry-sdk itself from ``PIPELINE_SENTRY_DSN``.
     """
-    from pipeline.config import get_settings
-
-    dsn = get_settings().sentry_dsn
-    if not init_sentry(dsn.get_secret_value() if dsn else None):
+    if not init_sentry_from_settings():
         return
     ti = context.get("task_instance") or context.get("ti")
     with sentry_sdk.new_scope() as scope:
