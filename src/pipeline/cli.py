@@ -237,22 +237,17 @@ def demo(scenario_path: Path, start_day: int, days: int, progress: bool, json_pa
     help="Write the HTML report here (default: <storage root>/reports/monitoring/).",
 )
 def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None) -> None:
-    """Check one window of the inference logs: technical health per site and model version; metrics and alerts.
+    """Check one window of the inference logs: data quality (Great Expectations) and technical health per
+    site and model version; metrics, alerts, an HTML report and Data Docs.
 
     Running a window again leaves the same metrics and alerts.
     """
     from pipeline.alerts import init_sentry_from_settings
-    from pipeline.monitor import EmptyWindow, report_path_for, run_monitor
-    from pipeline.store import make_engine, upgrade
+    from pipeline.monitor import EmptyWindow, run_monitor_from_settings
 
-    settings = get_settings()
-    engine = make_engine(settings.db_url)
-    upgrade(engine)
     init_sentry_from_settings()
-    start, end = _utc(start), _utc(end)
-    report = html_path or report_path_for(Path(settings.storage_root), start, end)
     try:
-        result = run_monitor(engine, start, end, report_path=report)
+        result, engine = run_monitor_from_settings(_utc(start), _utc(end), report_path=html_path)
     except EmptyWindow as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -264,7 +259,11 @@ def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None
         )
     if result.insufficient:
         click.echo(f"  insufficient data: {', '.join(result.insufficient)}")
-    click.echo(f"report: {report}")
+    for outcome in result.quality.failed() if result.quality else []:
+        click.echo(f"  expectation failed [{outcome.suite}] {outcome.description}: {outcome.unexpected} rows")
+    click.echo(f"report: {result.report_path}")
+    if result.quality and result.quality.data_docs:
+        click.echo(f"data docs: {result.quality.data_docs}")
     write_json(json_path, result.as_json(engine))
 
 

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         default=str(DEFAULT_DATA_DIR / "storage"),
         description="Root for DICOM files, renderings, reports (a folder or an fsspec URL).",
     )
+    gx_project_dir: str = Field(
+        default="great_expectations",
+        description="The Great Expectations project holding the committed expectation suites.",
+    )
     mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
     model_name: str = Field(default="cxr-normal-filter", description="Registered model name.")
     label_studio_url: str = Field(default="http://127.0.0.1:8080")

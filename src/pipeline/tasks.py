@@ -47,21 +47,18 @@ def monitor_window(start: str, end: str) -> dict[str, Any]:
     from datetime import datetime
 
     from pipeline.alerts import init_sentry_from_settings
-    from pipeline.monitor import report_path_for, run_monitor
-    from pipeline.store import make_engine
+    from pipeline.monitor import run_monitor_from_settings
 
     configure_logging()
-    settings = get_settings()
     init_sentry_from_settings()
-    window = datetime.fromisoformat(start), datetime.fromisoformat(end)
-    report = report_path_for(Path(settings.storage_root), *window)
-    result = run_monitor(make_engine(settings.db_url), *window, report_path=report)
+    result, _ = run_monitor_from_settings(datetime.fromisoformat(start), datetime.fromisoformat(end))
     return {
         "window_start": start,
         "window_end": end,
-        "report": str(report),
+        "report": str(result.report_path),
         "studies": result.studies,
         "findings": [f.alert_id for f in result.findings],
         "changes": {c.alert_id: c.event for c in result.changes},
         "insufficient_data": list(result.insufficient),
+        "failed_expectations": [o.key for o in result.quality.failed()] if result.quality else [],
     }

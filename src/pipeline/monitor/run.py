@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, open_alerts, sync_alerts
+from pipeline.monitor.expectations import QualityRun, run_expectations
+from pipeline.monitor.quality import QualityThresholds, check_quality
 from pipeline.monitor.technical import TechnicalThresholds, check_technical
 from pipeline.reports import write_monitoring_report
 from pipeline.store import read_window
@@ -42,6 +44,8 @@ class MonitorResult:
     findings: tuple[Finding, ...]
     changes: tuple[AlertChange, ...]
     insufficient: tuple[str, ...]
+    quality: QualityRun | None = None
+    report_path: Path | None = None
 
     def as_json(self, engine: Engine) -> dict[str, object]:
         """Return ``{"alerts": [...], "metrics": {...}}``: the open alerts after the run and the window's metrics."""
@@ -55,12 +59,26 @@ class MonitorResult:
                 "end": self.window_end.isoformat(),
                 "studies": self.studies,
             },
+            "report": None if self.report_path is None else str(self.report_path),
             "alerts": [
                 {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in a.items()}
                 for a in open_alerts(engine)
             ],
             "findings": [f.__dict__ | {"alert_id": f.alert_id} for f in self.findings],
             "insufficient_data": list(self.insufficient),
+            "failed_expectations": [
+                {
+                    "suite": o.suite,
+                    "expectation": o.key,
+                    "description": o.description,
+                    "unexpected": o.unexpected,
+                    "by_site": o.by_site,
+                    "examples": list(o.examples),
+                    "error": o.error,
+                }
+                for o in (self.quality.failed() if self.quality else [])
+            ],
+            "data_docs": str(self.quality.data_docs) if self.quality and self.quality.data_docs else None,
             "metrics": metrics,
         }
 
@@ -113,6 +131,34 @@ def _last_seen(engine: Engine, end: datetime) -> dict[str, datetime | None]:
         return {site: (t if t is None or t.tzinfo else t.replace(tzinfo=UTC)) for site, t in conn.execute(query).all()}
 
 
+def _quality_baseline(engine: Engine, start: datetime, days: int = 7) -> dict[tuple[str, str, str], float]:
+    """Return, per (site, suite, expectation key), the share of rows that broke it over the days before ``start``."""
+    metric = monitor_metrics.c.metric
+    query = (
+        sa.select(monitor_metrics.c.site, metric, sa.func.sum(monitor_metrics.c.value))
+        .where(
+            metric.like("quality.%"),
+            sa.or_(metric.like("%.unexpected"), metric.like("%.rows")),
+            monitor_metrics.c.model_version == GLOBAL,
+            monitor_metrics.c.window_start >= start - timedelta(days=days),
+            monitor_metrics.c.window_end <= start,
+        )
+        .group_by(monitor_metrics.c.site, metric)
+    )
+    with engine.connect() as conn:
+        sums = [(str(site), str(name), float(total or 0)) for site, name, total in conn.execute(query)]
+    rows = {(site, name.split(".")[1]): total for site, name, total in sums if name.endswith(".rows")}
+    baseline: dict[tuple[str, str, str], float] = {}
+    for site, name, total in sums:
+        parts = name.split(".")
+        if parts[-1] != "unexpected" or len(parts) < 4:
+            continue
+        seen = rows.get((site, parts[1]), 0.0)
+        if seen > 0:
+            baseline[(site, parts[1], ".".join(parts[2:-1]))] = total / seen
+    return baseline
+
+
 def _write_metrics(engine: Engine, start: datetime, end: datetime, metrics: pd.DataFrame) -> None:
     rows = metrics.dropna(subset=["value"]).assign(window_start=start, window_end=end, computed_at=datetime.now(UTC))
     with engine.begin() as conn:
@@ -135,11 +181,17 @@ def run_monitor(
     *,
     baseline_weeks: int = 4,
     thresholds: TechnicalThresholds | None = None,
+    quality_thresholds: QualityThresholds | None = None,
+    gx_project_dir: Path | None = None,
+    gx_data_dir: Path | None = None,
     report_path: Path | None = None,
 ) -> MonitorResult:
     """Check the window ``[start, end)`` of the inference logs; write its metrics and synchronise the alerts.
 
-    With ``report_path``, the window's HTML report is written there and every alert links to it.
+    With ``gx_project_dir`` (the Great Expectations project holding the suites), the window's data
+    quality is checked too, and its validation results and Data Docs are written under
+    ``gx_data_dir``. With ``report_path``, the window's HTML report is written there and every
+    alert links to it.
 
     Raises:
         EmptyWindow: ``end`` is not after ``start``.
@@ -158,26 +210,80 @@ def run_monitor(
         sites=sites,
         thresholds=thresholds,
     )
-    _write_metrics(engine, start, end, technical.metrics)
+    findings = list(technical.findings)
+    metrics = [technical.metrics]
+    insufficient = set(technical.insufficient)
     checked = [(str(Kind.TECHNICAL), site) for site in sites]
+    quality_run = None
+    if gx_project_dir is not None:
+        quality_run = run_expectations(
+            engine,
+            start,
+            end,
+            project_dir=gx_project_dir,
+            data_dir=gx_data_dir or (report_path.parent if report_path else Path("data")) / "gx",
+        )
+        quality = check_quality(
+            quality_run, baseline=_quality_baseline(engine, start), sites=sites, thresholds=quality_thresholds
+        )
+        findings.extend(quality.findings)
+        metrics.append(quality.metrics)
+        insufficient.update(quality.insufficient)
+        checked.extend((str(Kind.QUALITY), site) for site in [*sites, GLOBAL])
+    all_metrics = pd.concat(metrics, ignore_index=True)
+    _write_metrics(engine, start, end, all_metrics)
     changes = sync_alerts(
         engine,
-        technical.findings,
+        findings,
         window_start=start,
         window_end=end,
         checked=checked,
         report_path=None if report_path is None else str(report_path),
     )
     if report_path is not None:
-        write_monitoring_report(engine, start, end, report_path)
+        write_monitoring_report(engine, start, end, report_path, quality=quality_run)
     log.info(
         "monitor %s..%s: %d studies, %d findings, %d sites with too little data",
         start.isoformat(),
         end.isoformat(),
         len(logs),
-        len(technical.findings),
-        len(technical.insufficient),
+        len(findings),
+        len(insufficient),
     )
     return MonitorResult(
-        start, end, len(logs), technical.metrics, technical.findings, tuple(changes), technical.insufficient
+        start,
+        end,
+        len(logs),
+        all_metrics,
+        tuple(findings),
+        tuple(changes),
+        tuple(sorted(insufficient)),
+        quality_run,
+        report_path,
     )
+
+
+def run_monitor_from_settings(
+    start: datetime, end: datetime, *, report_path: Path | None = None
+) -> tuple[MonitorResult, Engine]:
+    """Run the monitor on ``[start, end)`` as configured by ``PIPELINE_*``; return its result and the store.
+
+    The store is migrated first; the report goes to ``report_path`` or its place under the storage
+    root, validation results and Data Docs to ``<storage root>/gx``.
+    """
+    from pipeline.config import get_settings
+    from pipeline.store import make_engine, upgrade
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    root = Path(settings.storage_root)
+    result = run_monitor(
+        engine,
+        start,
+        end,
+        gx_project_dir=Path(settings.gx_project_dir),
+        gx_data_dir=root / "gx",
+        report_path=report_path or report_path_for(root, start, end),
+    )
+    return result, engine

@@ -11,9 +11,9 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
 
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity
+from pipeline.monitor.rules import RateRule
 from pipeline.store.schema import ErrorType
 
 ERROR_TYPES = tuple(str(e) for e in ErrorType)
@@ -25,24 +25,14 @@ class TechnicalThresholds:
 
     Args:
         min_studies: fewer studies than this in a window is "insufficient data" for rates.
-        error_rate: an error type's share of studies above this is an alert...
-        error_rate_factor: ...when it is also this many times its baseline rate...
-        min_errors: ...and at least this many studies failed that way...
-        max_p_value: ...and so many failures are this unlikely under the baseline rate (binomial test).
-        baseline_rate_floor: the baseline rate assumed for an error type never seen before.
-        critical_error_rate: above this the alert is critical.
+        errors: when an error type's share of studies is an alert (against its 7-day rate).
         volume_drop_ratio: volume below this share of the usual for the weekday and hour is an alert.
         min_expected_volume: the usual volume must be at least this for a volume or silence alert.
         latency_p95_s: p95 latency of successful studies above this is an alert.
     """
 
     min_studies: int = 20
-    error_rate: float = 0.02
-    error_rate_factor: float = 3.0
-    min_errors: int = 3
-    max_p_value: float = 1e-3
-    baseline_rate_floor: float = 1e-3
-    critical_error_rate: float = 0.1
+    errors: RateRule = field(default_factory=RateRule)
     volume_drop_ratio: float = 0.5
     min_expected_volume: float = 20.0
     latency_p95_s: float = 5.0
@@ -170,22 +160,19 @@ def check_technical(
         counts = part["error_type"].value_counts()
         for error in ERROR_TYPES:
             failed = int(counts.get(error, 0))
-            rate = failed / n
             baseline = baseline_error_rates.get((site, error), 0.0)
-            limit = max(t.error_rate, t.error_rate_factor * baseline)
-            p_value = float(binom.sf(failed - 1, n, max(baseline, t.baseline_rate_floor))) if failed else 1.0
-            if failed >= t.min_errors and rate > limit and p_value < t.max_p_value:
-                severity = Severity.CRITICAL if rate > t.critical_error_rate else Severity.WARNING
+            verdict = t.errors.judge(failed, n, baseline)
+            if verdict is not None:
                 findings.append(
                     Finding(
                         Kind.TECHNICAL,
                         site,
                         error,
                         "error_rate",
-                        rate,
-                        limit,
-                        severity,
-                        f"{error} on {rate:.1%} of studies ({failed} of {n}; usual {baseline:.2%})",
+                        verdict.rate,
+                        verdict.limit,
+                        verdict.severity,
+                        f"{error} on {verdict.rate:.1%} of studies ({failed} of {n}; usual {baseline:.2%})",
                     )
                 )
         ok = part[part["status"] == "ok"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
@@ -19,6 +21,9 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL
 from pipeline.store.schema import alerts, monitor_metrics
+
+if TYPE_CHECKING:
+    from pipeline.monitor.expectations import QualityRun
 
 
 def _history(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
@@ -67,6 +72,34 @@ PLOTS = (
 )
 
 
+def _quality_section(quality: QualityRun, report: Path) -> list[str]:
+    """Return the HTML of the data-quality section: every failed expectation with examples."""
+    failed = quality.failed()
+    checked = len(quality.outcomes)
+    parts = [f"<h2>Data quality</h2><p>{checked - len(failed)} of {checked} expectations met."]
+    if quality.data_docs is not None:
+        link = os.path.relpath(quality.data_docs, report.parent)
+        parts.append(f" Full validation results: <a href='{html.escape(link)}'>Great Expectations Data Docs</a>.")
+    parts.append("</p>")
+    if failed:
+        parts.append(
+            "<table><tr><th>suite</th><th>expectation</th><th>rows breaking it</th><th>per site</th>"
+            "<th>examples (study, site, value)</th></tr>"
+        )
+        for o in failed:
+            per_site = ", ".join(f"{html.escape(s)}: {n}" for s, n in sorted(o.by_site.items()))
+            examples = "<br>".join(
+                html.escape(", ".join(f"{k}={v}" for k, v in example.items())) for example in o.examples
+            )
+            what = html.escape(o.description if o.error is None else f"{o.description} (not evaluated: {o.error})")
+            parts.append(
+                f"<tr><td>{html.escape(o.suite)}</td><td>{what}</td><td>{o.unexpected}</td>"
+                f"<td>{per_site}</td><td>{examples}</td></tr>"
+            )
+        parts.append("</table>")
+    return parts
+
+
 def write_monitoring_report(
     engine: Engine,
     window_start: datetime,
@@ -74,6 +107,7 @@ def write_monitoring_report(
     path: Path,
     *,
     history_days: int = 14,
+    quality: QualityRun | None = None,
 ) -> Path:
     """Write the HTML report of ``[window_start, window_end)`` with ``history_days`` of context; return its path.
 
@@ -115,13 +149,16 @@ def write_monitoring_report(
                 f"<td>{pd.Timestamp(a.first_seen):%Y-%m-%d %H:%M}</td><td>{html.escape(str(a.message))}</td></tr>"
             )
         parts.append("</table>")
+    if quality is not None:
+        parts.extend(_quality_section(quality, path))
     parts.append("<h2>Over time</h2>")
     for metric, title, ylabel in PLOTS:
         png = _figure_png(history, metric, title, ylabel, period)
         if png is not None:
             parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'></figure>")
     if not current.empty:
-        table = current[current["site"] != GLOBAL].pivot_table(index="metric", columns="site", values="value")
+        per_site = current[(current["site"] != GLOBAL) & ~current["metric"].str.startswith("quality.")]
+        table = per_site.pivot_table(index="metric", columns="site", values="value")
         parts.append("<h2>This window, per site</h2>")
         parts.append(table.to_html(float_format=lambda v: f"{v:.4g}", border=0))
     parts.append("</body></html>")
