@@ -24,7 +24,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
-    PIPELINE_STORAGE_ROOT=/opt/pipeline/storage
+    PIPELINE_STORAGE_ROOT=/opt/pipeline/storage \
+    PIPELINE_GX_PROJECT_DIR=/opt/pipeline/great_expectations
 
 # curl for the compose healthchecks, tini as PID 1 (forwards SIGTERM so Celery shuts down warm).
 # Same uid/gid convention as the official image: user airflow, uid 50000, group 0.
@@ -57,6 +58,9 @@ COPY src/ src/
 RUN pip install --no-deps . \
     && cd / && rm -rf /tmp/build \
     && pipeline --help >/dev/null
+
+# The committed Great Expectations suites (validation results and Data Docs go to the storage root).
+COPY --chown=airflow:0 great_expectations/ /opt/pipeline/great_expectations/
 
 # DAGs are baked in so the image runs anywhere (Kubernetes included); compose also bind-mounts dags/
 # read-only over this folder for a quick edit loop.

@@ -17,12 +17,13 @@ pytestmark = [pytest.mark.dags, pytest.mark.integration]
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
 
 
-def test_monitor_dag_writes_the_metrics_of_its_interval(airflow_db, pg_url, monkeypatch):
+def test_monitor_dag_writes_the_metrics_of_its_interval(airflow_db, pg_url, monkeypatch, tmp_path):
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.harness.airflow_env import dags_folder
 
     monkeypatch.setenv("PIPELINE_DB_URL", pg_url)
+    monkeypatch.setenv("PIPELINE_STORAGE_ROOT", str(tmp_path))
     get_settings.cache_clear()
     engine = make_engine(pg_url)
     upgrade(engine)
@@ -48,3 +49,15 @@ def test_monitor_dag_writes_the_metrics_of_its_interval(airflow_db, pg_url, monk
     start, end, volume = rows[0]
     assert (start, end) == (run.data_interval_start, run.data_interval_end)
     assert volume == {HOUR - timedelta(hours=1): 120, HOUR: 50}[start]
+    # the expectations ran on the same rows, in the database; results, Data Docs and the report are kept
+    with engine.connect() as conn:
+        checked = conn.execute(
+            sa.text("SELECT value FROM monitor_metrics WHERE site = '*' AND metric = 'quality.inference_logs.rows'")
+        ).scalar()
+    assert checked == volume
+    window = f"{start:%Y%m%dT%H%M}_{end:%Y%m%dT%H%M}"
+    assert [p.parent.parent.name for p in (tmp_path / "gx" / "validations" / "inference_logs").rglob("*.json")] == [
+        window
+    ]
+    assert (tmp_path / "gx" / "data_docs" / "index.html").is_file()
+    assert (tmp_path / "reports" / "monitoring" / f"{window}.html").is_file()

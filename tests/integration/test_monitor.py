@@ -19,7 +19,9 @@ from pipeline.training import NetConfig, NormalFilterNet
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "scenarios"
+GX_PROJECT = ROOT / "great_expectations"
 METRICS = (
     "SELECT window_start, window_end, site, model_version, metric, value FROM monitor_metrics ORDER BY 1, 2, 3, 4, 5"
 )
@@ -52,6 +54,13 @@ def simulated(name: str, days: range, pg_url: str, tmp_path: Path, service: Infe
 def day_window(scenario, day: int) -> tuple[datetime, datetime]:
     start = datetime.combine(scenario.start + timedelta(days=day), datetime.min.time(), tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+def checked(engine, scenario, day: int, tmp_path: Path, **kwargs):
+    """Run the whole monitor (quality included) on one simulated day."""
+    return run_monitor(
+        engine, *day_window(scenario, day), gx_project_dir=GX_PROJECT, gx_data_dir=tmp_path / "gx", **kwargs
+    )
 
 
 def alert_keys(result) -> set[tuple[str, str, str]]:
@@ -113,6 +122,32 @@ def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     assert "Monitoring: 2026-01-30 00:00 to 2026-01-31 00:00 UTC" in page
     assert page.count("data:image/png;base64,") == 4  # headline metric, volume, failures, latency
     assert "cuda_oom" in page and "st-anna" in page and "1 open alert(s)" in page
+
+
+def test_tag_error_rise_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
+    scenario, engine = simulated("tag_errors", range(11, 20), pg_url, tmp_path, service)
+    by_day = {day: checked(engine, scenario, day, tmp_path) for day in range(14, 20)}
+    assert {day: alert_keys(by_day[day]) for day in range(14, 18)} == {day: set() for day in range(14, 18)}
+    on_day = alert_keys(by_day[18])
+    assert {("quality", "north-general", "patient_age_years"), ("quality", "north-general", "view_position")} <= on_day
+    assert {site for _, site, _ in on_day} == {"north-general"}
+    age = next(f for f in by_day[18].findings if f.feature == "patient_age_years")
+    assert age.statistic == "not_null_violation_rate" and age.value == pytest.approx(0.3, abs=0.15)
+    # the next day it is the same alert, still open
+    assert {f.alert_id for f in by_day[19].findings} >= {age.alert_id}, [
+        (f.feature, f.message) for f in by_day[19].findings
+    ]
+    assert "opened" not in {c.event for c in by_day[19].changes if c.alert_id == age.alert_id}
+
+
+def test_stable_hospitals_raise_no_alert_in_60_days(pg_url, tmp_path, service):
+    scenario, engine = simulated("stable", range(60), pg_url, tmp_path, service, volume=40)
+    alerts = {day: alert_keys(checked(engine, scenario, day, tmp_path)) for day in range(60)}
+    assert {day: keys for day, keys in alerts.items() if keys} == {}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alerts")).scalar() == 0
+        windows = conn.execute(sa.text("SELECT count(DISTINCT window_start) FROM monitor_metrics")).scalar()
+    assert windows == 60
 
 
 def test_an_empty_window_is_a_clear_error(pg_url):

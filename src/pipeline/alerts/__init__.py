@@ -1,6 +1,6 @@
 """Alerts: findings of the monitoring checks, their lifecycle in the store, and Sentry."""
 
-from pipeline.alerts.lifecycle import AlertChange, open_alerts, sync_alerts
+from pipeline.alerts.lifecycle import AlertChange, alert_periods, open_alerts, sync_alerts
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity, alert_id
 from pipeline.alerts.sentry import init_sentry, init_sentry_from_settings, send_alert, task_failure_callback
 
@@ -11,6 +11,7 @@ __all__ = [
     "Kind",
     "Severity",
     "alert_id",
+    "alert_periods",
     "init_sentry",
     "init_sentry_from_settings",
     "open_alerts",

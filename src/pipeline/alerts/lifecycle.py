@@ -132,3 +132,26 @@ def open_alerts(engine: Engine) -> list[dict[str, object]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(alerts).where(alerts.c.status == OPEN).order_by(alerts.c.first_seen.desc()))
         return [dict(r._mapping) for r in rows]
+
+
+def alert_periods(
+    engine: Engine, kind: str, since: datetime, until: datetime
+) -> dict[tuple[str, str, str], tuple[datetime, datetime]]:
+    """Return, per (site, feature, statistic), when an alert of ``kind`` was open between ``since`` and ``until``.
+
+    Baselines leave these periods out: an ongoing incident must not become the new normal.
+    """
+    query = sa.select(alerts).where(
+        alerts.c.kind == kind,
+        alerts.c.first_seen < until,
+        sa.or_(alerts.c.closed_at.is_(None), alerts.c.closed_at > since),
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {
+        (r.site, r.feature, r.statistic): (
+            _as_utc(r.first_seen),
+            until if r.closed_at is None else _as_utc(r.closed_at),
+        )
+        for r in rows
+    }

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity
 from pipeline.monitor.expectations import QualityRun
-from pipeline.monitor.rules import RateRule
+from pipeline.monitor.rules import RateRule, usual
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,24 @@ class QualityThresholds:
 
     min_rows: int = 20
     rows: RateRule = field(default_factory=RateRule)
+
+
+@dataclass(frozen=True)
+class QualityBaseline:
+    """The last days of a window: rows checked per (site, suite), rows that broke each (site, suite, key).
+
+    ``rows_by_key`` holds the rows checked where they differ per expectation (periods of an open
+    alert on it left out).
+    """
+
+    failed: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    rows: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    rows_by_key: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def rate(self, site: str, suite: str, key: str, rule: RateRule) -> float | None:
+        """Return the share of the site's rows that broke the expectation, or None with too little history."""
+        rows = self.rows_by_key.get((site, suite, key), self.rows.get((site, suite), 0.0))
+        return rule.baseline(self.failed.get((site, suite, key), 0.0), rows)
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ def rows_metric(suite: str) -> str:
 def check_quality(
     run: QualityRun,
     *,
-    baseline: Mapping[tuple[str, str, str], float],
+    baseline: QualityBaseline,
     sites: list[str],
     thresholds: QualityThresholds | None = None,
 ) -> QualityResult:
@@ -62,8 +80,7 @@ def check_quality(
 
     Args:
         run: what the suites found in the window.
-        baseline: per (site, suite, expectation key), the share of rows that broke it over the
-            last days (missing: never broke).
+        baseline: what the last days looked like per site.
         sites: every site expected in the window.
         thresholds: when a statistic becomes an alert.
     """
@@ -119,8 +136,8 @@ def check_quality(
                 if n:
                     insufficient.add(site)
                 continue
-            usual = baseline.get((site, outcome.suite, outcome.key), 0.0)
-            verdict = t.rows.judge(failed, n, usual)
+            before = baseline.rate(site, outcome.suite, outcome.key, t.rows)
+            verdict = t.rows.judge(failed, n, before)
             if verdict is not None:
                 findings.append(
                     Finding(
@@ -132,7 +149,7 @@ def check_quality(
                         verdict.limit,
                         verdict.severity,
                         f"{outcome.description} fails on {verdict.rate:.1%} of studies ({failed} of {n}; "
-                        f"usual {usual:.2%}){_example(outcome.examples, site)}",
+                        f"{usual(before)}){_example(outcome.examples, site)}",
                     )
                 )
     metrics = pd.DataFrame(rows, columns=["site", "metric", "value"]).assign(model_version=GLOBAL)

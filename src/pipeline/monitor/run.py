@@ -16,10 +16,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, open_alerts, sync_alerts
+from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, alert_periods, open_alerts, sync_alerts
 from pipeline.monitor.expectations import QualityRun, run_expectations
-from pipeline.monitor.quality import QualityThresholds, check_quality
-from pipeline.monitor.technical import TechnicalThresholds, check_technical
+from pipeline.monitor.quality import QualityBaseline, QualityThresholds, check_quality
+from pipeline.monitor.rules import RateRule
+from pipeline.monitor.technical import ERROR_TYPES, TechnicalThresholds, check_technical
 from pipeline.reports import write_monitoring_report
 from pipeline.store import read_window
 from pipeline.store.schema import inference_logs, monitor_metrics
@@ -95,10 +96,10 @@ def _counts(engine: Engine, start: datetime, end: datetime, *, by_error: bool = 
 
 
 def _baselines(
-    engine: Engine, start: datetime, end: datetime, weeks: int
+    engine: Engine, start: datetime, end: datetime, weeks: int, rule: RateRule
 ) -> tuple[dict[str, float], dict[tuple[str, str], float], list[str]]:
     """Return the usual volume per site (median of the same window 1..weeks weeks back), error rates over the
-    last 7 days, and every site seen in the baseline period."""
+    last 7 days (for sites with enough studies then), and every site seen in the baseline period."""
     weekly: dict[str, list[float]] = {}
     for k in range(1, weeks + 1):
         lag = timedelta(days=7 * k)
@@ -112,12 +113,13 @@ def _baselines(
                 weekly.setdefault(str(row.site), []).append(float(row.n))
     expected = {site: statistics.median(v) for site, v in weekly.items() if len(v) >= 2}
     recent = _counts(engine, start - timedelta(days=7), start, by_error=True)
-    totals = recent.groupby("site")["n"].sum()
-    rates = {
-        (str(r.site), str(r.error_type)): float(r.n) / float(totals[r.site])
-        for r in recent.itertuples(index=False)
-        if r.error_type is not None and not pd.isna(r.error_type)
-    }
+    failed = {(str(r.site), str(r.error_type)): float(r.n) for r in recent.itertuples(index=False) if r.error_type}
+    rates: dict[tuple[str, str], float] = {}
+    for site, total in recent.groupby("site")["n"].sum().items():
+        for error in ERROR_TYPES:
+            rate = rule.baseline(failed.get((str(site), error), 0.0), float(total))
+            if rate is not None:
+                rates[(str(site), error)] = rate
     return expected, rates, sorted(weekly)
 
 
@@ -131,32 +133,53 @@ def _last_seen(engine: Engine, end: datetime) -> dict[str, datetime | None]:
         return {site: (t if t is None or t.tzinfo else t.replace(tzinfo=UTC)) for site, t in conn.execute(query).all()}
 
 
-def _quality_baseline(engine: Engine, start: datetime, days: int = 7) -> dict[tuple[str, str, str], float]:
-    """Return, per (site, suite, expectation key), the share of rows that broke it over the days before ``start``."""
+def _quality_baseline(engine: Engine, start: datetime, days: int = 7) -> QualityBaseline:
+    """Return the rows checked and the rows that broke each expectation, per site, over the days before
+    ``start``; windows while a quality alert on that expectation was open are left out."""
+    since = start - timedelta(days=days)
     metric = monitor_metrics.c.metric
-    query = (
-        sa.select(monitor_metrics.c.site, metric, sa.func.sum(monitor_metrics.c.value))
-        .where(
-            metric.like("quality.%"),
-            sa.or_(metric.like("%.unexpected"), metric.like("%.rows")),
-            monitor_metrics.c.model_version == GLOBAL,
-            monitor_metrics.c.window_start >= start - timedelta(days=days),
-            monitor_metrics.c.window_end <= start,
-        )
-        .group_by(monitor_metrics.c.site, metric)
+    query = sa.select(
+        monitor_metrics.c.window_start,
+        monitor_metrics.c.window_end,
+        monitor_metrics.c.site,
+        metric,
+        monitor_metrics.c.value,
+    ).where(
+        metric.like("quality.%"),
+        sa.or_(metric.like("%.unexpected"), metric.like("%.rows")),
+        monitor_metrics.c.model_version == GLOBAL,
+        monitor_metrics.c.window_start >= since,
+        monitor_metrics.c.window_end <= start,
     )
     with engine.connect() as conn:
-        sums = [(str(site), str(name), float(total or 0)) for site, name, total in conn.execute(query)]
-    rows = {(site, name.split(".")[1]): total for site, name, total in sums if name.endswith(".rows")}
-    baseline: dict[tuple[str, str, str], float] = {}
-    for site, name, total in sums:
-        parts = name.split(".")
-        if parts[-1] != "unexpected" or len(parts) < 4:
+        frame = pd.DataFrame(
+            conn.execute(query).all(), columns=["window_start", "window_end", "site", "metric", "value"]
+        )
+    if frame.empty:
+        return QualityBaseline()
+    for column in ("window_start", "window_end"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    parts = frame["metric"].str.split(".")
+    frame["suite"] = parts.str[1]
+    frame["key"] = parts.str[2:-1].str.join(".")
+    is_rows = parts.str[-1] == "rows"
+    checked = frame[is_rows]
+    rows = checked.groupby(["site", "suite"])["value"].sum()
+    failed: dict[tuple[str, str, str], float] = {}
+    rows_by_key: dict[tuple[str, str, str], float] = {}
+    periods = alert_periods(engine, str(Kind.QUALITY), since, start)
+    for (site, suite, key), part in frame[~is_rows].groupby(["site", "suite", "key"]):
+        column, _, rule = str(key).rpartition(".")
+        period = periods.get((str(site), column, f"{rule}_violation_rate"))
+        if period is None:
+            failed[(str(site), str(suite), str(key))] = float(part["value"].sum())
             continue
-        seen = rows.get((site, parts[1]), 0.0)
-        if seen > 0:
-            baseline[(site, parts[1], ".".join(parts[2:-1]))] = total / seen
-    return baseline
+        overlaps = (checked["window_end"] > period[0]) & (checked["window_start"] < period[1])
+        kept = checked[(checked["site"] == site) & (checked["suite"] == suite) & ~overlaps]
+        kept_windows = set(kept["window_start"])
+        failed[(str(site), str(suite), str(key))] = float(part[part["window_start"].isin(kept_windows)]["value"].sum())
+        rows_by_key[(str(site), str(suite), str(key))] = float(kept["value"].sum())
+    return QualityBaseline(failed, {(str(a), str(b)): float(v) for (a, b), v in rows.items()}, rows_by_key)
 
 
 def _write_metrics(engine: Engine, start: datetime, end: datetime, metrics: pd.DataFrame) -> None:
@@ -199,7 +222,9 @@ def run_monitor(
     if end <= start:
         raise EmptyWindow(f"window end {end.isoformat()} is not after its start {start.isoformat()}")
     logs = read_window(engine, "inference_logs", start, end, columns=LOG_COLUMNS)
-    expected, rates, known = _baselines(engine, start, end, baseline_weeks)
+    thresholds = thresholds or TechnicalThresholds()
+    quality_thresholds = quality_thresholds or QualityThresholds()
+    expected, rates, known = _baselines(engine, start, end, baseline_weeks, thresholds.errors)
     sites = sorted(set(known) | set(logs["site"].dropna().astype(str)))
     technical = check_technical(
         logs,

@@ -11,9 +11,10 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from scipy.stats import poisson
 
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity
-from pipeline.monitor.rules import RateRule
+from pipeline.monitor.rules import RateRule, usual
 from pipeline.store.schema import ErrorType
 
 ERROR_TYPES = tuple(str(e) for e in ErrorType)
@@ -26,7 +27,8 @@ class TechnicalThresholds:
     Args:
         min_studies: fewer studies than this in a window is "insufficient data" for rates.
         errors: when an error type's share of studies is an alert (against its 7-day rate).
-        volume_drop_ratio: volume below this share of the usual for the weekday and hour is an alert.
+        volume_drop_ratio: volume below this share of the usual for the weekday and hour is an alert...
+        volume_max_p_value: ...when so few studies are this unlikely under the usual (Poisson test).
         min_expected_volume: the usual volume must be at least this for a volume or silence alert.
         latency_p95_s: p95 latency of successful studies above this is an alert.
     """
@@ -34,6 +36,7 @@ class TechnicalThresholds:
     min_studies: int = 20
     errors: RateRule = field(default_factory=RateRule)
     volume_drop_ratio: float = 0.5
+    volume_max_p_value: float = 1e-5
     min_expected_volume: float = 20.0
     latency_p95_s: float = 5.0
 
@@ -105,7 +108,8 @@ def check_technical(
         logs: the window's inference logs.
         expected_volume: per site, the usual number of studies in a window like this one
             (same weekday and hours over past weeks).
-        baseline_error_rates: per (site, error type), the rate over the baseline period.
+        baseline_error_rates: per (site, error type), the rate over the baseline period; a site
+            without enough history has no entry (only gross error rates are alerts there).
         last_seen: per site, when its newest study arrived before ``window_end`` (None: never).
         window_end: end of the window.
         sites: every site expected to send studies (known sites, even if silent now).
@@ -141,7 +145,7 @@ def check_technical(
                         f"{'never' if silence_s is None else f'{silence_s / 3600:.1f} h ago'}",
                     )
                 )
-            elif ratio < t.volume_drop_ratio:
+            elif ratio < t.volume_drop_ratio and poisson.cdf(n, expected) < t.volume_max_p_value:
                 findings.append(
                     Finding(
                         Kind.TECHNICAL,
@@ -160,7 +164,7 @@ def check_technical(
         counts = part["error_type"].value_counts()
         for error in ERROR_TYPES:
             failed = int(counts.get(error, 0))
-            baseline = baseline_error_rates.get((site, error), 0.0)
+            baseline = baseline_error_rates.get((site, error))
             verdict = t.errors.judge(failed, n, baseline)
             if verdict is not None:
                 findings.append(
@@ -172,7 +176,7 @@ def check_technical(
                         verdict.rate,
                         verdict.limit,
                         verdict.severity,
-                        f"{error} on {verdict.rate:.1%} of studies ({failed} of {n}; usual {baseline:.2%})",
+                        f"{error} on {verdict.rate:.1%} of studies ({failed} of {n}; {usual(baseline)})",
                     )
                 )
         ok = part[part["status"] == "ok"]
