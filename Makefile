@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv venv-labelstudio install test test-fast lint format typecheck demo \
-	bench-store bench-simulate bench-bootstrap clean
+	bench-store bench-simulate bench-bootstrap bench-monitor clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ demo: install  ## Run the product on embedded defaults (SQLite store, local file
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY
 	$(BIN)/python bench/bench_store.py --rows 1000000 --repeats 3 --out bench/results/store.json
+
+bench-monitor: venv  ## The whole monitor run on a 1,000,000-study window beside a plain read of the same rows
+	$(BIN)/python bench/bench_monitor.py --rows 1000000 --repeats 3 --out bench/results/monitor.json
 
 bench-simulate: venv  ## Studies/s generated at 128 and 1024 px (with DICOM write) and through the inference service
 	$(BIN)/python bench/bench_simulate.py --out bench/results/simulate.json

@@ -1,15 +1,14 @@
 """
 ### Monitor the inference stream
 
-Every hour (backfill-safe: each run checks its own data interval) this DAG reads the window's
-inference logs and checks the technical health of every site and model version: volume
-against the usual, error rate by type, latency, silence. It writes the window's metrics
-(table `monitor_metrics`, shaped for Grafana), keeps one alert per ongoing problem (table
-`alerts`; Sentry when `PIPELINE_SENTRY_DSN` is set), and publishes the
-`pipeline://monitoring/window` asset when done. Re-running a window leaves the same state.
-
-Data-quality expectations (Great Expectations), drift checks and the HTML report plug into
-the same run as they land.
+Every hour (backfill-safe: each run checks its own data interval) this DAG checks the window's
+inference logs and DICOM tags against the Great Expectations suites (run as SQL in the store),
+and the technical health of every site and model version: volume against the usual, error rate
+by type, latency, silence. It writes the window's metrics (table `monitor_metrics`, shaped for
+Grafana), keeps one alert per ongoing problem (table `alerts`; Sentry when
+`PIPELINE_SENTRY_DSN` is set), writes the HTML report and the Data Docs under the storage root,
+and publishes the `pipeline://monitoring/window` asset when done. Re-running a window leaves
+the same state. Drift checks plug into the same run.
 """
 
 from __future__ import annotations

@@ -128,3 +128,57 @@ def test_an_empty_window_is_checked_without_findings(pg_url, tmp_path):
     run = run_expectations(engine, HOUR, HOUR + timedelta(hours=1), project_dir=GX_PROJECT, data_dir=tmp_path)
     assert run.rows == {"inference_logs": {}, "dicom_tags": {}}
     assert run.failed() == []
+
+
+def test_rerunning_a_window_with_quality_findings_leaves_the_same_state(pg_url, tmp_path):
+    engine, _ = window(pg_url, tmp_path, _no_view_position)
+    state = (
+        "SELECT site, metric, value FROM monitor_metrics ORDER BY 1, 2",
+        "SELECT alert_id, kind, site, feature, statistic, value, status, first_seen, last_seen FROM alerts ORDER BY 1",
+    )
+    with engine.connect() as conn:
+        before = [conn.execute(sa.text(q)).all() for q in state]
+    run_monitor(engine, HOUR, HOUR + timedelta(hours=1), gx_project_dir=GX_PROJECT, gx_data_dir=tmp_path / "gx")
+    with engine.connect() as conn:
+        assert [conn.execute(sa.text(q)).all() for q in state] == before
+    assert any(metric == "quality.dicom_tags.view_position.not_null.rate" for _, metric, _ in before[0])
+
+
+def test_cli_monitor_writes_alerts_metrics_and_failed_expectations_as_json(pg_url, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.config import get_settings
+
+    logs = inference_log_rows(300, seed=6, start=HOUR, embedding_dim=64)
+    tags = study_rows(logs, seed=6)
+    _mr_modality(tags)
+    load(pg_url, logs, tags)
+    monkeypatch.setenv("PIPELINE_DB_URL", pg_url)
+    monkeypatch.setenv("PIPELINE_STORAGE_ROOT", str(tmp_path))
+    monkeypatch.setenv("PIPELINE_GX_PROJECT_DIR", str(GX_PROJECT))
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "monitor.json"
+        result = CliRunner().invoke(
+            main,
+            ["monitor", "--start", "2026-03-02T10:00:00", "--end", "2026-03-02T11:00:00", "--json", str(out)],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "expectation failed [dicom_tags] modality is one of DX, CR" in result.output
+    payload = json.loads(out.read_text())
+    [alert] = payload["alerts"]
+    assert {k: alert[k] for k in ("kind", "site", "feature", "severity")} == {
+        "kind": "quality",
+        "site": "st-anna",
+        "feature": "modality",
+        "severity": "critical",
+    }
+    assert alert["first_seen"] == "2026-03-02T10:00:00+00:00"
+    [failed] = payload["failed_expectations"]
+    assert failed["expectation"] == "modality.in_set" and failed["by_site"] == {"st-anna": failed["unexpected"]}
+    assert failed["examples"][0]["value"] == "MR"
+    assert Path(payload["data_docs"]).is_file() and Path(payload["report"]).is_file()
+    assert payload["metrics"]["st-anna"]["quality.dicom_tags.modality.in_set.rate"] == 1.0
