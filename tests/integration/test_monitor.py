@@ -14,7 +14,7 @@ from pipeline.monitor import EmptyWindow, run_monitor
 from pipeline.registry import LoadedModel
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
-from pipeline.store import make_engine, upgrade
+from pipeline.store import ingest, make_engine, upgrade
 from pipeline.training import NetConfig, NormalFilterNet
 
 pytestmark = pytest.mark.integration
@@ -108,6 +108,7 @@ def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     }
     assert alert_keys(by_day[23]) == alert_keys(by_day[24]) == set()
     assert alert_keys(by_day[25]) == {("technical", "st-anna", "cuda_oom")}
+    assert ("technical", "st-anna", "cuda_oom") in alert_keys(by_day[26])  # day 2 of the burst: still open
     payload = by_day[25].as_json(engine)
     [alert] = payload["alerts"]
     assert {k: alert[k] for k in ("kind", "site", "feature")} == {
@@ -158,3 +159,29 @@ def test_an_empty_window_is_a_clear_error(pg_url):
         run_monitor(engine, moment, moment)
     result = run_monitor(engine, moment, moment + timedelta(hours=1))  # no data at all: nothing to judge, no crash
     assert result.studies == 0 and result.findings == ()
+
+
+def test_an_open_alert_period_is_left_out_of_the_error_rate_baseline(pg_url):
+    from pipeline.alerts import Finding, Kind, Severity, sync_alerts
+    from pipeline.monitor.rules import RateRule
+    from pipeline.monitor.run import _baselines
+    from tests.factories import inference_log_rows
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    day0 = datetime(2026, 3, 1, tzinfo=UTC)
+    for day in range(7):
+        rows = inference_log_rows(200, seed=day, start=day0 + timedelta(days=day))
+        if day == 6:  # the incident: 40 timeouts at St. Anna
+            failed = rows.index[rows["site"] == "st-anna"][:40]
+            rows.loc[failed, ["status", "error_type"]] = ["error", "timeout"]
+            rows.loc[failed, ["prob_abnormal", "decision", "entropy", "epistemic_var", "embedding"]] = None
+        ingest(engine, "inference_logs", rows, source=f"day{day}")
+    start = day0 + timedelta(days=7)
+    before = _baselines(engine, start, start + timedelta(days=1), 4, RateRule())[1]
+    assert before[("st-anna", "timeout")] > 0.01  # the incident's day counts
+    finding = Finding(Kind.TECHNICAL, "st-anna", "timeout", "error_rate", 0.3, 0.02, Severity.CRITICAL, "timeouts")
+    sync_alerts(engine, [finding], window_start=day0 + timedelta(days=6), window_end=start, checked=[])
+    after = _baselines(engine, start, start + timedelta(days=1), 4, RateRule())[1]
+    assert after[("st-anna", "timeout")] == 0.0  # six clean days: the incident is not the new normal
+    assert after[("north-general", "timeout")] == before[("north-general", "timeout")] == 0.0

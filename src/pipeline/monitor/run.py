@@ -112,15 +112,42 @@ def _baselines(
             for row in _counts(engine, start - k * span, end - k * span).itertuples(index=False):
                 weekly.setdefault(str(row.site), []).append(float(row.n))
     expected = {site: statistics.median(v) for site, v in weekly.items() if len(v) >= 2}
-    recent = _counts(engine, start - timedelta(days=7), start, by_error=True)
+    since = start - timedelta(days=7)
+    recent = _counts(engine, since, start, by_error=True)
     failed = {(str(r.site), str(r.error_type)): float(r.n) for r in recent.itertuples(index=False) if r.error_type}
+    totals = {str(site): float(n) for site, n in recent.groupby("site")["n"].sum().items()}
     rates: dict[tuple[str, str], float] = {}
-    for site, total in recent.groupby("site")["n"].sum().items():
+    for site, total in totals.items():
         for error in ERROR_TYPES:
-            rate = rule.baseline(failed.get((str(site), error), 0.0), float(total))
+            rate = rule.baseline(failed.get((site, error), 0.0), total)
             if rate is not None:
-                rates[(str(site), error)] = rate
+                rates[(site, error)] = rate
+    # An error type that was alerting: its baseline leaves the alert's period out.
+    for (site, feature, statistic), period in alert_periods(engine, str(Kind.TECHNICAL), since, start).items():
+        if statistic == "error_rate" and site in totals:
+            kept, kept_failed = _counts_outside(engine, site, feature, since, start, period)
+            rate = rule.baseline(kept_failed, kept)
+            if rate is None:
+                rates.pop((site, feature), None)
+            else:
+                rates[(site, feature)] = rate
     return expected, rates, sorted(weekly)
+
+
+def _counts_outside(
+    engine: Engine, site: str, error: str, since: datetime, until: datetime, period: tuple[datetime, datetime]
+) -> tuple[float, float]:
+    """Return the studies of ``site`` in ``[since, until)`` outside ``period``, and those that failed with ``error``."""
+    t = inference_logs.c.received_at
+    query = sa.select(sa.func.count(), sa.func.count().filter(inference_logs.c.error_type == error)).where(
+        inference_logs.c.site == site,
+        t >= since,
+        t < until,
+        sa.not_(sa.and_(t >= period[0], t < period[1])),
+    )
+    with engine.connect() as conn:
+        total, failed = conn.execute(query).one()
+    return float(total), float(failed)
 
 
 def _last_seen(engine: Engine, end: datetime) -> dict[str, datetime | None]:
