@@ -29,73 +29,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from bench_store import synthetic_logs
 
 from pipeline.logs import configure_logging
 from pipeline.monitor import run_expectations, run_monitor
-from pipeline.store import encode_embedding, ingest, make_engine, upgrade
+from pipeline.store import ingest, make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.factories import study_rows  # noqa: E402  (the same tag rows the tests use)
+
 GX_PROJECT = ROOT / "great_expectations"
 WINDOW = datetime(2026, 3, 2, tzinfo=UTC)
-SITES = [f"site-{k:02d}" for k in range(10)]
 
 
 def window_rows(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return ``n`` inference-log rows over one day and their studies' tags: 3% errors, 1% tag errors."""
+    """Return ``n`` inference-log rows over one day (3% errors) and their studies' tags (1% tag errors)."""
+    logs = synthetic_logs(n, 64, seed, start=WINDOW, days=1)
+    tags = study_rows(logs, seed=seed)
     rng = np.random.default_rng(seed)
-    received = pd.Series(pd.to_datetime(WINDOW) + pd.to_timedelta(np.sort(rng.uniform(0, 86400, n)), unit="s"))
-    failed = rng.random(n) < 0.03
-    prob = rng.beta(1.2, 4.0, n)
-    study_id = [f"{i:032x}" for i in rng.permutation(n)]
-    site = rng.choice(SITES, n)
-    logs = pd.DataFrame(
-        {
-            "study_id": study_id,
-            "model_version": "3",
-            "site": site,
-            "received_at": received,
-            "finished_at": received + pd.to_timedelta(rng.gamma(2.0, 0.2, n), unit="s"),
-            "status": np.where(failed, "error", "ok"),
-            "error_type": np.where(failed, "timeout", None),
-            "latency_s": rng.gamma(2.0, 0.2, n),
-            "prob_abnormal": np.where(failed, np.nan, prob),
-            "threshold": 0.2,
-            "decision": np.where(failed, None, np.where(prob < 0.2, "normal", "abnormal")),
-            "entropy": np.where(failed, np.nan, -(prob * np.log(prob) + (1 - prob) * np.log1p(-prob))),
-            "epistemic_var": np.where(failed, np.nan, rng.gamma(1.0, 0.01, n)),
-        }
-    )
-    vectors = rng.normal(size=(n, 64)).astype(np.float16)
-    logs["embedding"] = [None if f else encode_embedding(v) for v, f in zip(vectors, failed, strict=True)]
-    wrong_view = rng.random(n) < 0.01
-    tags = pd.DataFrame(
-        {
-            "study_id": study_id,
-            "site": site,
-            "acquired_at": received - pd.Timedelta(minutes=3),
-            "dicom_uri": [f"dicom/{s}.dcm" for s in study_id],
-            "modality": rng.choice(["DX", "CR"], n, p=[0.7, 0.3]),
-            "manufacturer": rng.choice(["Agfa", "Siemens", "Philips"], n),
-            "model_name": "DX",
-            "view_position": np.where(wrong_view, "LL", rng.choice(["PA", "AP"], n, p=[0.85, 0.15])),
-            "body_part": "CHEST",
-            "kvp": rng.uniform(100, 130, n),
-            "exposure_mas": rng.uniform(1, 5, n),
-            "pixel_spacing_mm": 0.15,
-            "rows": 2048,
-            "columns": 2048,
-            "bits_stored": 12,
-            "photometric": "MONOCHROME2",
-            "patient_age_years": np.where(rng.random(n) < 0.01, np.nan, rng.uniform(18, 90, n).round()),
-            "patient_sex": rng.choice(["F", "M"], n),
-            "img_mean": rng.uniform(0.3, 0.5, n),
-            "img_std": rng.uniform(0.1, 0.2, n),
-            "img_p01": 0.01,
-            "img_p50": 0.4,
-            "img_p99": 0.95,
-            "img_clipped_frac": 0.0,
-        }
-    )
+    tags.loc[rng.random(n) < 0.01, "view_position"] = "LL"
+    tags.loc[rng.random(n) < 0.01, "patient_age_years"] = None
     return logs, tags
 
 

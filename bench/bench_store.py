@@ -28,11 +28,13 @@ from pipeline.store import encode_embedding, ingest, make_engine, read_window, u
 from pipeline.store.write import to_copy_csv
 
 
-def synthetic_logs(n: int, embedding_dim: int, seed: int = 0) -> pd.DataFrame:
-    """Return ``n`` realistic inference-log rows: 3% errors, 10 sites, one model version."""
+def synthetic_logs(
+    n: int, embedding_dim: int, seed: int = 0, *, start: datetime | None = None, days: int = 30
+) -> pd.DataFrame:
+    """Return ``n`` realistic inference-log rows over ``days`` from ``start``: 3% errors, 10 sites, one model version."""
     rng = np.random.default_rng(seed)
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    received = pd.Series(pd.to_datetime(t0) + pd.to_timedelta(rng.integers(0, 30 * 86400, n), unit="s"))
+    t0 = start or datetime(2026, 1, 1, tzinfo=UTC)
+    received = pd.Series(pd.to_datetime(t0) + pd.to_timedelta(rng.integers(0, days * 86400, n), unit="s"))
     failed = rng.random(n) < 0.03
     prob = rng.beta(1.2, 4.0, n)
     frame = pd.DataFrame(
