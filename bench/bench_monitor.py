@@ -45,7 +45,8 @@ WINDOW = datetime(2026, 3, 2, tzinfo=UTC)
 
 def window_rows(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``n`` inference-log rows over one day (3% errors) and their studies' tags (1% tag errors)."""
-    logs = synthetic_logs(n, 64, seed, start=WINDOW, days=1)
+    # Sorted: production logs land in the store in the order they arrive.
+    logs = synthetic_logs(n, 64, seed, start=WINDOW, days=1).sort_values("received_at", ignore_index=True)
     tags = study_rows(logs, seed=seed)
     rng = np.random.default_rng(seed)
     tags.loc[rng.random(n) < 0.01, "view_position"] = "LL"
