@@ -1,0 +1,48 @@
+"""Drift statistics: distances between reference and current windows, their thresholds, and label shift.
+
+Plain functions over arrays (see ``pipeline.drift.stats``); monitoring builds findings from their results.
+"""
+
+from pipeline.drift.stats import (
+    PCA,
+    CusumResult,
+    ExpectedPerformance,
+    aligned_counts,
+    benjamini_hochberg,
+    calibrated_threshold,
+    cusum,
+    em_prevalence,
+    expected_auroc,
+    expected_performance,
+    hellinger,
+    jackknife_distance,
+    jensen_shannon,
+    ks_test,
+    mmd_permutation_test,
+    pca_fit,
+    reweight_to_prevalence,
+    robust_scale,
+    wasserstein,
+)
+
+__all__ = [
+    "PCA",
+    "CusumResult",
+    "ExpectedPerformance",
+    "aligned_counts",
+    "benjamini_hochberg",
+    "calibrated_threshold",
+    "cusum",
+    "em_prevalence",
+    "expected_auroc",
+    "expected_performance",
+    "hellinger",
+    "jackknife_distance",
+    "jensen_shannon",
+    "ks_test",
+    "mmd_permutation_test",
+    "pca_fit",
+    "reweight_to_prevalence",
+    "robust_scale",
+    "wasserstein",
+]
