@@ -342,7 +342,7 @@ def run_expectations(
     docs = None
     if build_docs:
         pages = context.build_data_docs(resource_identifiers=keys)
-        docs = Path(data_dir / "data_docs" / "index.html") if pages else None
+        docs = data_dir / "data_docs" / "index.html" if pages else None
     failed = sum(not o.success for o in outcomes)
     log.info("expectations on %s..%s: %d run, %d failed", start.isoformat(), end.isoformat(), len(outcomes), failed)
     return QualityRun(tuple(outcomes), rows, docs)

@@ -240,8 +240,8 @@ def run_monitor(
 
     With ``gx_project_dir`` (the Great Expectations project holding the suites), the window's data
     quality is checked too, and its validation results and Data Docs are written under
-    ``gx_data_dir``. With ``report_path``, the window's HTML report is written there and every
-    alert links to it.
+    ``gx_data_dir`` (default: the project's ``gx/uncommitted``, ignored by git). With
+    ``report_path``, the window's HTML report is written there and every alert links to it.
 
     Raises:
         EmptyWindow: ``end`` is not after ``start``.
@@ -273,7 +273,7 @@ def run_monitor(
             start,
             end,
             project_dir=gx_project_dir,
-            data_dir=gx_data_dir or (report_path.parent if report_path else Path("data")) / "gx",
+            data_dir=gx_data_dir or gx_project_dir / "gx" / "uncommitted",
         )
         quality = check_quality(
             quality_run, baseline=_quality_baseline(engine, start), sites=sites, thresholds=quality_thresholds
