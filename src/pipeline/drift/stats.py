@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 from scipy import stats as sps
+from scipy.spatial import distance
 
 FloatArray = npt.NDArray[np.float64]
 Counts = Mapping[Hashable, float] | npt.ArrayLike
@@ -252,9 +252,7 @@ def jensen_shannon(ref_counts: Counts, cur_counts: Counts) -> float:
         The distance, in [0, 1].
     """
     p, q = _distributions(ref_counts, cur_counts)
-    mix = (p + q) / 2.0
-    divergence = (np.sum(special.rel_entr(p, mix)) + np.sum(special.rel_entr(q, mix))) / (2.0 * np.log(2.0))
-    return float(np.sqrt(np.clip(divergence, 0.0, 1.0)))
+    return float(np.clip(distance.jensenshannon(p, q, base=2.0), 0.0, 1.0))
 
 
 # --- Small-sample correction and thresholds ----------------------------------------------------------------------
