@@ -69,6 +69,17 @@ def rows_metric(suite: str) -> str:
     return f"quality.{suite}.rows"
 
 
+def violation_statistic(rule: str) -> str:
+    """Return the alert statistic of a site's share of rows breaking an expectation of ``rule``."""
+    return f"{rule}_violation_rate"
+
+
+def alert_key(site: str, key: str) -> tuple[str, str, str]:
+    """Return the (site, feature, statistic) of the quality alert on expectation ``key`` (``column.rule``)."""
+    column, _, rule = key.rpartition(".")
+    return site, column, violation_statistic(rule)
+
+
 def check_quality(
     run: QualityRun,
     *,
@@ -144,7 +155,7 @@ def check_quality(
                         Kind.QUALITY,
                         site,
                         outcome.column,
-                        f"{outcome.rule}_violation_rate",
+                        violation_statistic(outcome.rule),
                         verdict.rate,
                         verdict.limit,
                         verdict.severity,

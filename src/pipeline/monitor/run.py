@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, alert_periods, open_alerts, sync_alerts
 from pipeline.monitor.expectations import QualityRun, run_expectations
-from pipeline.monitor.quality import QualityBaseline, QualityThresholds, check_quality
+from pipeline.monitor.quality import QualityBaseline, QualityThresholds, alert_key, check_quality
 from pipeline.monitor.rules import RateRule
 from pipeline.monitor.technical import ERROR_TYPES, TechnicalThresholds, check_technical
 from pipeline.reports import write_monitoring_report
@@ -114,7 +114,11 @@ def _baselines(
     expected = {site: statistics.median(v) for site, v in weekly.items() if len(v) >= 2}
     since = start - timedelta(days=7)
     recent = _counts(engine, since, start, by_error=True)
-    failed = {(str(r.site), str(r.error_type)): float(r.n) for r in recent.itertuples(index=False) if r.error_type}
+    failed = {
+        (str(r.site), str(r.error_type)): float(r.n)
+        for r in recent.itertuples(index=False)
+        if isinstance(r.error_type, str)
+    }
     totals = {str(site): float(n) for site, n in recent.groupby("site")["n"].sum().items()}
     rates: dict[tuple[str, str], float] = {}
     for site, total in totals.items():
@@ -196,8 +200,7 @@ def _quality_baseline(engine: Engine, start: datetime, days: int = 7) -> Quality
     rows_by_key: dict[tuple[str, str, str], float] = {}
     periods = alert_periods(engine, str(Kind.QUALITY), since, start)
     for (site, suite, key), part in frame[~is_rows].groupby(["site", "suite", "key"]):
-        column, _, rule = str(key).rpartition(".")
-        period = periods.get((str(site), column, f"{rule}_violation_rate"))
+        period = periods.get(alert_key(str(site), str(key)))
         if period is None:
             failed[(str(site), str(suite), str(key))] = float(part["value"].sum())
             continue
