@@ -3,13 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 LS_VENV := .venv-labelstudio
+EV_VENV := .venv-evidently
 BIN := $(VENV)/bin
 # The CPU wheel of torch lies on these machines' disk; install it before the project so the
 # project's range (which admits it) pulls no multi-GB CUDA build. The GPU image installs CUDA torch.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-labelstudio install test test-fast lint format typecheck demo \
+.PHONY: help venv venv-labelstudio venv-evidently install test test-fast lint format typecheck demo \
 	bench-store bench-simulate bench-bootstrap bench-monitor clean
 
 help:  ## List the targets
@@ -28,9 +29,17 @@ $(LS_VENV)/.installed: requirements/labelstudio.txt
 	$(LS_VENV)/bin/uv pip install -q --python $(LS_VENV)/bin/python -r requirements/labelstudio.txt
 	touch $@
 
+$(EV_VENV)/.installed: requirements/evidently.txt
+	test -x $(EV_VENV)/bin/python || $(PYTHON) -m venv $(EV_VENV)
+	$(EV_VENV)/bin/python -m pip install -q --upgrade pip uv
+	$(EV_VENV)/bin/uv pip install -q --python $(EV_VENV)/bin/python -r requirements/evidently.txt
+	touch $@
+
 venv: $(VENV)/.installed  ## Create the project's virtualenv (.venv)
 
 venv-labelstudio: $(LS_VENV)/.installed  ## Create Label Studio's own virtualenv (its pins clash with Airflow's)
+
+venv-evidently: $(EV_VENV)/.installed  ## Create Evidently 0.7's own virtualenv for bench/evidently_peer.py (it needs pandas<3)
 
 install: venv venv-labelstudio  ## Both virtualenvs
 
@@ -70,4 +79,4 @@ bench-bootstrap: venv  ## Train the bootstrap champion in a scratch MLflow; AURO
 	  status=$$?; rm -rf $$tmp; exit $$status
 
 clean:  ## Remove virtualenvs, caches and local data
-	rm -rf $(VENV) $(LS_VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) $(LS_VENV) $(EV_VENV) .pytest_cache .mypy_cache .ruff_cache data

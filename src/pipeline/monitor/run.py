@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, AlertChange, Finding, Kind, alert_periods, open_alerts, sync_alerts
+from pipeline.monitor.drift import DriftRun, DriftThresholds, run_drift
 from pipeline.monitor.expectations import QualityRun, run_expectations
 from pipeline.monitor.quality import QualityBaseline, QualityThresholds, alert_key, check_quality
 from pipeline.monitor.rules import RateRule
@@ -46,6 +47,7 @@ class MonitorResult:
     changes: tuple[AlertChange, ...]
     insufficient: tuple[str, ...]
     quality: QualityRun | None = None
+    drift: DriftRun | None = None
     report_path: Path | None = None
 
     def as_json(self, engine: Engine) -> dict[str, object]:
@@ -80,6 +82,21 @@ class MonitorResult:
                 for o in (self.quality.failed() if self.quality else [])
             ],
             "data_docs": str(self.quality.data_docs) if self.quality and self.quality.data_docs else None,
+            "drift": {
+                site: {
+                    "reference": d.reference,
+                    "reference_studies": d.reference_studies,
+                    "shift": d.shift,
+                    "features": [
+                        {"feature": f.feature, "distance": f.distance, "threshold": f.threshold, "p_value": f.p_value}
+                        for f in d.drifted()
+                    ],
+                    "prevalence": {"reference": d.prevalence_reference, "window": d.prevalence_window},
+                    "expected_auroc": {"reference": d.expected_auroc_reference, "window": d.expected_auroc_window},
+                    "samples": list(d.samples),
+                }
+                for site, d in (self.drift.sites.items() if self.drift else [])
+            },
             "metrics": metrics,
         }
 
@@ -235,6 +252,8 @@ def run_monitor(
     baseline_weeks: int = 4,
     thresholds: TechnicalThresholds | None = None,
     quality_thresholds: QualityThresholds | None = None,
+    drift_thresholds: DriftThresholds | None = None,
+    check_drift: bool = True,
     gx_project_dir: Path | None = None,
     gx_data_dir: Path | None = None,
     report_path: Path | None = None,
@@ -245,6 +264,8 @@ def run_monitor(
     quality is checked too, and its validation results and Data Docs are written under
     ``gx_data_dir`` (default: the project's ``gx/uncommitted``, ignored by git). With
     ``report_path``, the window's HTML report is written there and every alert links to it.
+    Drift and label-free performance are checked against ``drift_thresholds``' reference
+    (``check_drift=False`` skips them).
 
     Raises:
         EmptyWindow: ``end`` is not after ``start``.
@@ -285,6 +306,13 @@ def run_monitor(
         metrics.append(quality.metrics)
         insufficient.update(quality.insufficient)
         checked.extend((str(Kind.QUALITY), site) for site in [*sites, GLOBAL])
+    drift_run = None
+    if check_drift:
+        drift_run = run_drift(engine, start, end, drift_thresholds)
+        findings.extend(drift_run.findings)
+        if len(drift_run.metrics):
+            metrics.append(drift_run.metrics)
+        checked.extend((str(kind), site) for site in drift_run.evaluated for kind in (Kind.DRIFT, Kind.PERFORMANCE))
     all_metrics = pd.concat(metrics, ignore_index=True)
     _write_metrics(engine, start, end, all_metrics)
     changes = sync_alerts(
@@ -296,7 +324,7 @@ def run_monitor(
         report_path=None if report_path is None else str(report_path),
     )
     if report_path is not None:
-        write_monitoring_report(engine, start, end, report_path, quality=quality_run)
+        write_monitoring_report(engine, start, end, report_path, quality=quality_run, drift=drift_run)
     log.info(
         "monitor %s..%s: %d studies, %d findings, %d sites with too little data",
         start.isoformat(),
@@ -314,6 +342,7 @@ def run_monitor(
         tuple(changes),
         tuple(sorted(insufficient)),
         quality_run,
+        drift_run,
         report_path,
     )
 

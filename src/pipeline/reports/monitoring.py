@@ -13,8 +13,10 @@ import io
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -23,6 +25,9 @@ from pipeline.alerts import GLOBAL
 from pipeline.store.schema import alerts, monitor_metrics
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from pipeline.monitor.drift import DriftRun, SiteDrift
     from pipeline.monitor.expectations import QualityRun
 
 
@@ -40,12 +45,29 @@ def _history(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
     return frame
 
 
-def _figure_png(frame: pd.DataFrame, metric: str, title: str, ylabel: str, window: str) -> str | None:
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig: Figure) -> str:
+    """Return the figure as a base64 PNG and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    _pyplot().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(png: str, alt: str) -> str:
+    return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'></figure>"
+
+
+def _figure_png(frame: pd.DataFrame, metric: str, title: str, ylabel: str, window: str) -> str | None:
+    plt = _pyplot()
     data = frame[(frame["metric"] == metric) & (frame["site"] != GLOBAL)]
     if data.empty:
         return None
@@ -58,10 +80,7 @@ def _figure_png(frame: pd.DataFrame, metric: str, title: str, ylabel: str, windo
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, ncols=4)
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return _png(fig)
 
 
 PLOTS = (
@@ -100,6 +119,147 @@ def _quality_section(quality: QualityRun, report: Path) -> list[str]:
     return parts
 
 
+_WHAT_TO_DO = {
+    "covariate": "Relabel studies from this site: its inputs moved in a way the prevalence does not explain.",
+    "prevalence": "Review the threshold: the case mix changed, so PPV and NPV at the deployed threshold moved.",
+}
+
+
+def _site_name(site: str) -> str:
+    return "all sites (*)" if site == GLOBAL else site
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def _drift_heatmap(drift: DriftRun, window: str) -> str:
+    """Return a PNG of each feature's score (distance / threshold, clipped to [0, 3]) by site; ``*`` marks drift."""
+    plt = _pyplot()
+    sites = list(drift.sites)
+    features = list(dict.fromkeys(f.feature for d in drift.sites.values() for f in d.features))
+    row = {f: i for i, f in enumerate(features)}
+    score = np.full((len(features), len(sites)), np.nan)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(sites), 1.2 + 0.3 * len(features)), dpi=100)
+    for j, site in enumerate(sites):
+        for f in drift.sites[site].features:
+            score[row[f.feature], j] = np.clip(f.score, 0.0, 3.0)
+            if f.drifted:
+                color = "white" if score[row[f.feature], j] > 1.5 else "black"
+                ax.text(j, row[f.feature], "*", ha="center", va="center", fontsize=12, color=color)
+    image = ax.imshow(np.ma.masked_invalid(score), aspect="auto", cmap="Reds", vmin=0.0, vmax=3.0)
+    ax.set_xticks(range(len(sites)), [_site_name(s) for s in sites], rotation=30, ha="right")
+    ax.set_yticks(range(len(features)), features, fontsize=8)
+    ax.set_xlabel("site")
+    ax.set_ylabel("feature")
+    ax.set_title("Drift score by site and feature (* drifted)" + (f"\n{window}" if window else ""), fontsize=10)
+    fig.colorbar(image, ax=ax, label="distance / threshold, clipped at 3")
+    return _png(fig)
+
+
+def _distribution_png(feature: str, site: str, reference: np.ndarray, current: np.ndarray, window: str) -> str:
+    """Return a PNG comparing reference and window: overlaid densities for numbers, shares of the top 10 categories else."""
+    plt = _pyplot()
+    ref, cur = np.asarray(reference), np.asarray(current)
+    fig, ax = plt.subplots(figsize=(6.5, 3), dpi=100)
+    if ref.dtype.kind in "biuf" and cur.dtype.kind in "biuf":
+        ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+        bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=40)
+        for values, label in ((ref, "reference"), (cur, "window")):
+            ax.hist(values, bins=bins, density=True, alpha=0.5, label=label)
+        ax.set_ylabel("density (per unit of the feature)")
+    else:
+        shares = pd.DataFrame(
+            {
+                "reference": pd.Series(ref, dtype=object).astype(str).value_counts(normalize=True),
+                "window": pd.Series(cur, dtype=object).astype(str).value_counts(normalize=True),
+            }
+        ).fillna(0.0)
+        top = shares.sum(axis=1).sort_values(ascending=False).index[:10]
+        x = np.arange(len(top))
+        for offset, label in ((-0.2, "reference"), (0.2, "window")):
+            ax.bar(x + offset, shares.loc[top, label], width=0.4, label=label)
+        ax.set_xticks(x, [str(c) for c in top], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("share of studies")
+    ax.set_xlabel(feature)
+    ax.set_title(f"{feature} at {_site_name(site)}: reference vs window" + (f" ({window})" if window else ""))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _site_details(d: SiteDrift, window: str) -> list[str]:
+    """Return the HTML of one shifted site: what to do, its drifted features, their distributions, samples."""
+    name = html.escape(_site_name(d.site))
+    what = _WHAT_TO_DO[d.shift or "covariate"]
+    if d.shift == "prevalence":
+        what += (
+            f" At the estimated prevalence {_num(d.prevalence_window, '.1%')}: "
+            f"PPV {_num(d.ppv, '.2f')}, NPV {_num(d.npv, '.4f')}."
+        )
+    parts = [
+        f"<h3>{name}: {html.escape(str(d.shift))} shift</h3><p>{html.escape(what)}</p>",
+        "<table><tr><th>feature</th><th>group</th><th>distance</th><th>threshold</th><th>p-value</th>"
+        "<th>CUSUM (sd)</th><th>explained by prevalence</th></tr>",
+    ]
+    explained = {True: "yes", False: "no", None: "not tested"}
+    for f in d.drifted():
+        parts.append(
+            f"<tr><td>{html.escape(f.feature)}</td><td>{html.escape(f.group)}</td><td>{_num(f.distance, '.4g')}</td>"
+            f"<td>{_num(f.threshold, '.4g')}</td><td>{_num(f.p_value, '.2g')}</td><td>{_num(f.cusum, '.1f')}</td>"
+            f"<td>{explained[f.explained_by_prevalence]}</td></tr>"
+        )
+    parts.append("</table>")
+    for feature, (reference, current) in d.values.items():
+        png = _distribution_png(feature, d.site, reference, current, window)
+        parts.append(_img(png, f"{feature} at {_site_name(d.site)}: reference vs window"))
+    if d.samples:
+        parts.append("<p>Studies from the shifted region, for review (pseudonymous ids):</p><ul>")
+        parts.extend(f"<li>{html.escape(s)}</li>" for s in d.samples)
+        parts.append("</ul>")
+    return parts
+
+
+def _drift_section(drift: DriftRun, window: str = "") -> list[str]:
+    """Return the HTML of the drift section: per-site summary, score heatmap, then each shifted site in detail.
+
+    Args:
+        drift: the drift check of the window (``pipeline.monitor.drift.check_drift``).
+        window: the period the figures describe, for their titles.
+    """
+    shifted = [d for d in drift.sites.values() if d.shift is not None]
+    parts = [
+        "<h2>Drift and expected performance</h2>",
+        f"<p>{len(drift.sites)} site(s) judged, {len(shifted)} with a shift.",
+    ]
+    if drift.insufficient:
+        parts.append(f" Too few studies to judge: {html.escape(', '.join(drift.insufficient))}.")
+    parts.append("</p>")
+    if not drift.sites:
+        return parts
+    parts.append(
+        "<table><tr><th>site</th><th>reference</th><th>window studies</th><th>shift</th><th>features drifted</th>"
+        "<th>estimated prevalence (reference → window)</th><th>expected AUROC (reference → window)</th>"
+        "<th>expected sensitivity</th><th>expected specificity</th><th>PPV / NPV at the new prevalence</th></tr>"
+    )
+    for d in drift.sites.values():
+        reference = f"{d.reference}, {d.reference_days} days, {d.reference_studies} studies"
+        ppv_npv = f"{_num(d.ppv, '.2f')} / {_num(d.npv, '.4f')}" if d.shift == "prevalence" else ""
+        parts.append(
+            f"<tr><td>{html.escape(_site_name(d.site))}</td><td>{html.escape(reference)}</td><td>{d.window_studies}</td>"
+            f"<td>{html.escape(d.shift or 'none')}</td><td>{len(d.drifted())}</td>"
+            f"<td>{_num(d.prevalence_reference, '.1%')} → {_num(d.prevalence_window, '.1%')}</td>"
+            f"<td>{_num(d.expected_auroc_reference)} → {_num(d.expected_auroc_window)}</td>"
+            f"<td>{_num(d.expected_sensitivity_window)}</td><td>{_num(d.expected_specificity_window)}</td>"
+            f"<td>{ppv_npv}</td></tr>"
+        )
+    parts.append("</table>")
+    if any(d.features for d in drift.sites.values()):
+        parts.append(_img(_drift_heatmap(drift, window), "Drift score by site and feature"))
+    for d in shifted:
+        parts.extend(_site_details(d, window))
+    return parts
+
+
 def write_monitoring_report(
     engine: Engine,
     window_start: datetime,
@@ -108,10 +268,13 @@ def write_monitoring_report(
     *,
     history_days: int = 14,
     quality: QualityRun | None = None,
+    drift: DriftRun | None = None,
 ) -> Path:
     """Write the HTML report of ``[window_start, window_end)`` with ``history_days`` of context; return its path.
 
     The file is written to a temporary name and renamed, so a reader never sees half a report.
+    With ``drift`` (``pipeline.monitor.drift.run_drift`` of the window), a section on drift and
+    the performance expected without labels follows the data-quality one.
     """
     since = window_start - timedelta(days=history_days)
     history = _history(engine, since, window_end)
@@ -151,11 +314,13 @@ def write_monitoring_report(
         parts.append("</table>")
     if quality is not None:
         parts.extend(_quality_section(quality, path))
+    if drift is not None:
+        parts.extend(_drift_section(drift, f"{window_start:%Y-%m-%d %H:%M} to {window_end:%Y-%m-%d %H:%M} UTC"))
     parts.append("<h2>Over time</h2>")
     for metric, title, ylabel in PLOTS:
         png = _figure_png(history, metric, title, ylabel, period)
         if png is not None:
-            parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'></figure>")
+            parts.append(_img(png, title))
     if not current.empty:
         per_site = current[(current["site"] != GLOBAL) & ~current["metric"].str.startswith("quality.")]
         table = per_site.pivot_table(index="metric", columns="site", values="value")

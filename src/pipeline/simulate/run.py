@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -88,6 +88,7 @@ def simulate(
     days: Sequence[int],
     image_size: int | None = None,
     service_for: ServiceFor | None = None,
+    sites: Collection[str] | None = None,
     progress: bool = True,
 ) -> SimulationSummary:
     """Simulate ``days`` of ``scenario``: write DICOMs under ``storage_root`` and rows to the store.
@@ -104,12 +105,13 @@ def simulate(
         service_for: the production inference service for a model alias or version; with it, each
             day's studies are scored and logged (tags then come from the service's single read),
             without it only their tags are registered.
+        sites: simulate only these sites (default: all); see ``pipeline.simulate.world.changed_sites``.
         progress: show a progress bar.
     """
     size = image_size or scenario.image_size
     summary = SimulationSummary(scenario=scenario.name)
     for day in days:
-        planned = plan_day(scenario, day)
+        planned = [p for p in plan_day(scenario, day) if sites is None or p.site.id in sites]
         label = f"{scenario.name} day {day} ({scenario.start + pd.Timedelta(days=day):%Y-%m-%d})"
         rendered = [
             render_study(p, storage_root=storage_root, key=key, image_size=size)

@@ -101,3 +101,16 @@ def model_on(scenario: Scenario, day: int, default: str = "champion") -> str:
         if isinstance(event, ModelVersionChange) and event.day <= day:
             chosen = event.model
     return chosen
+
+
+def changed_sites(scenario: Scenario, base: Scenario, day: int) -> set[str]:
+    """Return the sites whose stream on ``day`` differs from ``base``'s (same seed assumed).
+
+    Planning is seeded by (seed, day, site), so a site in the same state on a day sends the same
+    studies in both worlds: a variant of a simulated world needs only its changed site-days simulated.
+    """
+    if scenario.seed != base.seed or model_on(scenario, day) != model_on(base, day):
+        return {s.id for s in sites_on(scenario, day)} | {s.id for s in sites_on(base, day)}
+    ours = {s.id: s for s in sites_on(scenario, day)}
+    theirs = {s.id: s for s in sites_on(base, day)}
+    return {site for site in ours.keys() | theirs.keys() if ours.get(site) != theirs.get(site)}

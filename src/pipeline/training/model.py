@@ -76,6 +76,36 @@ class NormalFilterNet(nn.Module):
         return self.head(embedding).squeeze(1), embedding
 
 
+@torch.no_grad()
+def calibrate_head(
+    model: NormalFilterNet, logits: torch.Tensor, labels: torch.Tensor, *, steps: int = 200
+) -> tuple[float, float]:
+    """Fit Platt scaling ``a * logit + b`` on held-out ``logits`` and fold it into the head; return (a, b).
+
+    Class weighting during training leaves the probabilities calibrated at another prevalence; the
+    label-free performance estimate and the prevalence estimate of monitoring need them calibrated
+    at the data's. The scaling is monotonic, so AUROC and the order of studies do not change.
+    """
+    a = torch.ones((), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    x, y = logits.detach().float(), labels.detach().float()
+    with torch.enable_grad():
+        optimiser = torch.optim.LBFGS([a, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(a * x + b, y)
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+    scale, shift = float(a), float(b)
+    head = model.head
+    head.weight.mul_(scale)
+    head.bias.mul_(scale).add_(shift)
+    return scale, shift
+
+
 def enable_mc_dropout(model: nn.Module) -> None:
     """Put every dropout layer of ``model`` in training mode (the rest stays in eval) for MC-dropout sampling."""
     model.eval()

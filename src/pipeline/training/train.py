@@ -15,7 +15,7 @@ from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pipeline.training.model import NetConfig, NormalFilterNet
+from pipeline.training.model import NetConfig, NormalFilterNet, calibrate_head
 from pipeline.training.transforms import preprocess
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,10 @@ def train(
 
     model.load_state_dict(best_state)
     model.to("cpu").eval()
+    val_probs = predict_probs(model, val_loader, torch.device("cpu"))
+    # Calibrated at the validation set's prevalence (class weights in the loss skew the probabilities).
+    clipped = torch.from_numpy(np.clip(val_probs, 1e-6, 1 - 1e-6))
+    calibrate_head(model, torch.logit(clipped), torch.from_numpy(val_labels))
     val_probs = predict_probs(model, val_loader, torch.device("cpu"))
     threshold = threshold_for_sensitivity(val_probs, val_labels, config.target_sensitivity)
     return TrainResult(model, best_epoch, best_auroc, threshold, history, val_probs, val_labels)
