@@ -176,7 +176,9 @@ INCIDENTS: dict[str, tuple[Incident, ...]] = {
             "riverside",
             10,
             11,
-            frozenset({"manufacturer", "model_name", "kvp", "exposure_mas", "pixel_spacing_mm", "bits_stored"}),
+            frozenset(
+                {"manufacturer", "model_name", "exposure_mas", "embedding", "img_p99", "img_p50", "img_std", "entropy"}
+            ),
         ),
     ),
     "positioning": (
@@ -189,3 +191,82 @@ INCIDENTS: dict[str, tuple[Incident, ...]] = {
     ),
     "tag_errors": (Incident("drift", "north-general", 18, 19, frozenset({"view_position", "body_part"})),),
 }
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An alert opened (or reopened) by the day's monitoring run."""
+
+    day: int
+    kind: str
+    site: str
+    feature: str
+    statistic: str
+    message: str
+
+    def names(self, features: frozenset[str]) -> bool:
+        return bool({self.feature, self.statistic} & features) or any(f in self.message for f in features)
+
+
+def monitor_days(url: str, world: Scenario, days: range, **kwargs: object) -> list[Raised]:
+    """Run the monitor (technical health, drift, performance) on each day of ``days``; return what it raised."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.monitor import run_monitor
+
+    engine = make_engine(url)
+    raised = []
+    try:
+        for day in days:
+            start = datetime.combine(world.start + timedelta(days=day), datetime.min.time(), tzinfo=UTC)
+            result = run_monitor(engine, start, start + timedelta(days=1), **kwargs)  # type: ignore[arg-type]
+            new = {c.alert_id for c in result.changes if c.event in ("opened", "reopened")}
+            raised.extend(
+                Raised(day, str(f.kind), f.site, f.feature, f.statistic, f.message)
+                for f in result.findings
+                if f.alert_id in new
+            )
+    finally:
+        engine.dispose()
+    return raised
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the monitor did on one scenario: the day each incident was caught (None: missed) and the false alarms."""
+
+    scenario: str
+    detected: dict[Incident, int | None]
+    false_alarms: list[Raised]
+
+    def delays(self) -> dict[Incident, int | None]:
+        return {i: None if d is None else d - i.onset for i, d in self.detected.items()}
+
+
+def judge(name: str, raised: list[Raised], last_day: int, grace_days: int = 2) -> Verdict:
+    """Match what the monitor raised with the scenario's incidents.
+
+    An incident is caught on the first day from its onset that an alert of its kind, at its site
+    (any site for ``*``), naming one of its features, was opened. An alert is a false alarm when
+    no incident is under way at its site (within ``grace_days`` of the incident's end).
+    """
+    incidents = INCIDENTS[name]
+    detected: dict[Incident, int | None] = {}
+    for incident in incidents:
+        days = [
+            r.day
+            for r in raised
+            if r.kind == incident.kind
+            and incident.site in ("*", r.site)
+            and incident.onset <= r.day <= incident.deadline
+            and r.names(incident.features)
+        ]
+        detected[incident] = min(days) if days else None
+
+    def explained(r: Raised) -> bool:
+        return any(
+            i.site in ("*", r.site) and i.onset <= r.day <= (last_day if i.until is None else i.until) + grace_days
+            for i in incidents
+        )
+
+    return Verdict(name, detected, [r for r in raised if not explained(r)])

@@ -29,7 +29,9 @@ when the expected AUROC drops. A site with no history of its own is compared wit
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -41,7 +43,6 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, Finding, Kind, Severity, alert_periods
 from pipeline.drift import (
-    PCA,
     benjamini_hochberg,
     calibrated_threshold,
     cusum,
@@ -94,7 +95,8 @@ class DriftThresholds:
             no permutation came as far as the window).
         mmd_permutations, mmd_samples, pca_components: the embedding test.
         cusum_k, cusum_h: the CUSUM's allowance and decision interval, in daily standard deviations.
-        performance_floor: the smallest drop in expected AUROC worth an alert.
+        performance_floor: the smallest drop in expected AUROC worth an alert (on a day of 200 studies
+            the estimate moves by about 0.03 by chance).
         bins: quantile bins per numeric feature.
         top_features: how many features an alert names.
         sample_studies: how many studies from the shifted region the report lists.
@@ -119,7 +121,7 @@ class DriftThresholds:
     pca_components: int = 32
     cusum_k: float = 0.5
     cusum_h: float = 5.0
-    performance_floor: float = 0.03
+    performance_floor: float = 0.05
     bins: int = 256
     top_features: int = 3
     sample_studies: int = 10
@@ -228,37 +230,85 @@ def read_drift_frame(engine: Engine, start: datetime, end: datetime) -> pd.DataF
 
 @dataclass
 class _Prepared:
-    """Rows as arrays: each numeric feature as bin indices, each category as codes, one chunk (day) per row."""
+    """The rows as sketches: per (site, day) cell, each numeric feature's bin counts, sums and counts of
+    values, and each category's counts; row-level arrays are kept for what needs rows (embeddings,
+    probabilities, samples, the reweighted re-test)."""
 
     frame: pd.DataFrame
-    chunk: np.ndarray  # day index: 0 the window, -1 the day before...
+    cell: np.ndarray  # per row: site_code * n_days + (day - first_day)
+    site_names: list[str]
+    first_day: int
+    n_days: int
     bins: dict[str, Bins]
-    index: dict[str, np.ndarray]
-    categories: dict[str, np.ndarray]  # codes
+    index: dict[str, np.ndarray]  # per numeric feature, each row's bin (-1: missing)
+    values: dict[str, np.ndarray]  # per numeric feature, each row's value
+    categories: dict[str, np.ndarray]  # per categorical feature, each row's code
     levels: dict[str, int]
-    pca: PCA | None
-    scores: np.ndarray | None  # PCA scores of the embeddings
+    counts: dict[str, np.ndarray]  # per feature, (n_cells, bins or levels)
+    sums: dict[str, np.ndarray]  # per numeric feature, (n_cells,) sum of finite values
+    finite: dict[str, np.ndarray]  # per numeric feature, (n_cells,) count of finite values
+    scores: np.ndarray | None  # PCA scores of the embeddings, in reference sd
+
+    def cell_of(self, site: int, day: int) -> int:
+        return site * self.n_days + (day - self.first_day)
 
 
 def _prepare(frame: pd.DataFrame, chunk: np.ndarray, reference: np.ndarray, config: DriftThresholds) -> _Prepared:
-    rng = np.random.default_rng(0)
     window = chunk == 0
-    bins: dict[str, Bins] = {}
-    index: dict[str, np.ndarray] = {}
-    for f in NUMERIC_FEATURES:
-        values = frame[f].to_numpy(dtype=np.float64)
+    site_codes, names = pd.factorize(frame["site"])
+    first_day = int(chunk.min())
+    n_days = int(chunk.max()) - first_day + 1
+    cell = site_codes.astype(np.int64) * n_days + (chunk - first_day)
+    n_cells = len(names) * n_days
+
+    def binned(feature: str) -> tuple[str, np.ndarray, Bins | None, np.ndarray | None, np.ndarray | None]:
+        rng = np.random.default_rng(0)
+        values = frame[feature].to_numpy(dtype=np.float64)
         ref_values, cur_values = values[reference], values[window]
-        ref_sample = ref_values if ref_values.size <= 50_000 else rng.choice(ref_values, 50_000, replace=False)
-        cur_sample = cur_values if cur_values.size <= 50_000 else rng.choice(cur_values, 50_000, replace=False)
+        ref_sample = ref_values if ref_values.size <= 50_000 else rng.choice(ref_values, 50_000)
+        cur_sample = cur_values if cur_values.size <= 50_000 else rng.choice(cur_values, 50_000)
         fitted = fit_bins(ref_sample, cur_sample, bins=config.bins)
-        if fitted is not None:
-            bins[f], index[f] = fitted, fitted.index(values)
-    categories: dict[str, np.ndarray] = {}
-    levels: dict[str, int] = {}
+        if fitted is None:
+            return feature, values, None, None, None
+        index = fitted.index(values)
+        keep = index >= 0
+        counts = np.bincount(cell[keep] * fitted.size + index[keep], minlength=n_cells * fitted.size)
+        return feature, values, fitted, index, counts.reshape(n_cells, fitted.size).astype(np.float64)
+
+    # numpy releases the GIL in searchsorted and bincount: the features bin in parallel.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        done = list(pool.map(binned, NUMERIC_FEATURES))
+    prepared = _Prepared(
+        frame=frame,
+        cell=cell,
+        site_names=[str(n) for n in names],
+        first_day=first_day,
+        n_days=n_days,
+        bins={},
+        index={},
+        values={},
+        categories={},
+        levels={},
+        counts={},
+        sums={},
+        finite={},
+        scores=None,
+    )
+    for f, values, fitted, index, counts in done:
+        if fitted is None or index is None or counts is None:
+            continue
+        ok = np.isfinite(values)
+        prepared.bins[f], prepared.index[f], prepared.values[f], prepared.counts[f] = fitted, index, values, counts
+        prepared.sums[f] = np.bincount(cell[ok], weights=values[ok], minlength=n_cells)
+        prepared.finite[f] = np.bincount(cell[ok], minlength=n_cells).astype(np.float64)
     for f in CATEGORICAL_FEATURES:
         codes, uniques = pd.factorize(frame[f], sort=True)
-        categories[f], levels[f] = codes.astype(np.int32), len(uniques)
-    pca, scores = None, None
+        codes = codes.astype(np.int64)
+        size = max(1, len(uniques))
+        prepared.categories[f], prepared.levels[f] = codes, size
+        keep = codes >= 0
+        counts = np.bincount(cell[keep] * size + codes[keep], minlength=n_cells * size)
+        prepared.counts[f] = counts.reshape(n_cells, size).astype(np.float64)
     if EMBEDDING in frame and frame[EMBEDDING].notna().all() and reference.sum() >= 10:
         embeddings = decode_embeddings(frame[EMBEDDING])
         if embeddings.ndim == 2 and embeddings.shape[1] >= 2:
@@ -266,25 +316,51 @@ def _prepare(frame: pd.DataFrame, chunk: np.ndarray, reference: np.ndarray, conf
             pca = pca_fit(embeddings[reference], n_components=k, max_samples=20_000)
             scores = pca.transform(embeddings)
             scores /= scores[reference].std(axis=0, keepdims=True).clip(min=1e-6)
-    return _Prepared(frame, chunk, bins, index, categories, levels, pca, scores)
-
-
-def _chunk_counts(codes: np.ndarray, groups: np.ndarray, n_groups: int, size: int) -> np.ndarray:
-    keep = codes >= 0
-    flat = np.bincount(groups[keep] * size + codes[keep], minlength=n_groups * size)
-    return flat.reshape(n_groups, size).astype(np.float64)
+            prepared.scores = scores
+    return prepared
 
 
 @dataclass
 class _Side:
-    """The rows of one comparison: reference rows grouped by day, and the window's rows."""
+    """One comparison: the reference's (site, day) cells and their groups (reference days), the window's
+    cells, the cells between them (for the CUSUM); and the same as rows."""
 
-    ref: np.ndarray  # row indices
-    ref_group: np.ndarray  # 0..n_groups-1, the reference day (per site for a pooled reference)
+    ref_cells: np.ndarray
+    ref_cell_group: np.ndarray
     n_groups: int
+    cur_cells: np.ndarray
+    recent_cells: np.ndarray
+    recent_cell_day: np.ndarray
+    ref: np.ndarray  # row indices
+    ref_group: np.ndarray  # per reference row, its group
     cur: np.ndarray
-    recent: np.ndarray  # row indices of the days between reference and window, and the window
-    recent_day: np.ndarray  # their day index (negative .. 0)
+
+
+def _side(
+    p: _Prepared, ref_cells: np.ndarray, groups: np.ndarray, cur_cells: np.ndarray, recent_cells: np.ndarray
+) -> _Side:
+    _, group = np.unique(groups, return_inverse=True)
+    group = group.ravel().astype(np.int64)
+    lookup = np.full(len(p.site_names) * p.n_days, -1, dtype=np.int64)
+    lookup[ref_cells] = group
+    ref = np.flatnonzero(lookup[p.cell] >= 0)
+    return _Side(
+        ref_cells=ref_cells,
+        ref_cell_group=group,
+        n_groups=int(group.max()) + 1 if group.size else 0,
+        cur_cells=cur_cells,
+        recent_cells=recent_cells,
+        recent_cell_day=recent_cells % p.n_days + p.first_day,
+        ref=ref,
+        ref_group=lookup[p.cell[ref]],
+        cur=np.flatnonzero(np.isin(p.cell, cur_cells)),
+    )
+
+
+def _grouped(per_cell: np.ndarray, side: _Side) -> np.ndarray:
+    out = np.zeros((side.n_groups, *per_cell.shape[1:]))
+    np.add.at(out, side.ref_cell_group, per_cell[side.ref_cells])
+    return out
 
 
 def _compare(
@@ -292,69 +368,67 @@ def _compare(
 ) -> dict[str, tuple[float, float, float, float | None]]:
     """Return per feature (distance, threshold, p-value, CUSUM) of the window against the reference.
 
-    With ``weights`` (one per reference row), the reference is resampled with them first
-    (the re-test under the window's prevalence), and thresholds come from the unweighted days.
+    Thresholds come from each reference day against the rest of the reference. With ``weights``
+    (one per reference row), the reference is first resampled with them: the re-test under the
+    window's prevalence.
     """
     out: dict[str, tuple[float, float, float, float | None]] = {}
-    ref = side.ref
-    if weights is not None:
-        ref = rng.choice(side.ref, size=side.ref.size, p=weights / weights.sum())
-    for f, b in p.bins.items():
-        codes = p.index[f]
-        per_day = _chunk_counts(codes[side.ref], side.ref_group, side.n_groups, b.size)
+    resampled = None if weights is None else rng.choice(side.ref, size=side.ref.size, p=weights / weights.sum())
+    for f, counts in p.counts.items():
+        numeric = f in p.bins
+        size = counts.shape[1]
+        per_day = _grouped(counts, side)
         total = per_day.sum(axis=0)
-        full = np.bincount(codes[ref][codes[ref] >= 0], minlength=b.size).astype(np.float64)
-        cur = np.bincount(codes[side.cur][codes[side.cur] >= 0], minlength=b.size).astype(np.float64)
-        if cur.sum() == 0 or full.sum() == 0:
+        if resampled is not None:
+            codes = p.index[f] if numeric else p.categories[f]
+            picked = codes[resampled]
+            total = np.bincount(picked[picked >= 0], minlength=size).astype(np.float64)
+        cur = counts[side.cur_cells].sum(axis=0)
+        if cur.sum() == 0 or total.sum() == 0:
             continue
         days = per_day[per_day.sum(axis=1) > 0]
-        null = binned_wasserstein(total - days, days, b)
+        rest = per_day.sum(axis=0) - days
+        if numeric:
+            null = binned_wasserstein(rest, days, p.bins[f])
+            distance = float(binned_wasserstein(total, cur, p.bins[f]))
+            p_value = binned_ks(total, cur)[1]
+            floor = config.numeric_floor
+        else:
+            null = hellinger_rows(rest, days)
+            distance = float(hellinger_rows(total, cur))
+            p_value = chi_square_p(total, cur)
+            floor = config.categorical_floor
         null = null[np.isfinite(null)]
         threshold = calibrated_threshold(
-            null if null.size >= 2 else np.zeros(2),
-            quantile=config.quantile,
-            margin_sd=config.margin_sd,
-            floor=config.numeric_floor,
+            null if null.size >= 2 else np.zeros(2), quantile=config.quantile, margin_sd=config.margin_sd, floor=floor
         )
-        distance = float(binned_wasserstein(full, cur, b))
-        _, p_value = binned_ks(full, cur)
-        out[f] = (distance, threshold, p_value, _cusum(p, f, side, config))
-    for f, codes in p.categories.items():
-        size = p.levels[f]
-        per_day = _chunk_counts(codes[side.ref], side.ref_group, side.n_groups, size)
-        total = per_day.sum(axis=0)
-        full = np.bincount(codes[ref], minlength=size).astype(np.float64)
-        cur = np.bincount(codes[side.cur], minlength=size).astype(np.float64)
-        days = per_day[per_day.sum(axis=1) > 0]
-        null = hellinger_rows(total - days, days)
-        null = null[np.isfinite(null)]
-        threshold = calibrated_threshold(
-            null if null.size >= 2 else np.zeros(2),
-            quantile=config.quantile,
-            margin_sd=config.margin_sd,
-            floor=config.categorical_floor,
-        )
-        out[f] = (float(hellinger_rows(full, cur)), threshold, chi_square_p(full, cur), None)
+        out[f] = (distance, threshold, p_value, _cusum(p, f, side, config) if numeric else None)
     if p.scores is not None:
+        ref = side.ref if resampled is None else resampled
         out[EMBEDDING] = _embedding(p.scores, ref, side, config, rng)
     return out
 
 
 def _cusum(p: _Prepared, feature: str, side: _Side, config: DriftThresholds) -> float | None:
     """Return the larger CUSUM sum on the window's day of the feature's daily mean, in daily sd (None: too few days)."""
-    values = p.frame[feature].to_numpy(dtype=np.float64)
-    ref_values = values[side.ref]
-    ok = np.isfinite(ref_values)
-    daily = pd.Series(ref_values[ok]).groupby(side.ref_group[ok]).mean()
-    if len(daily) < 3:
+    sums, counts = _grouped(p.sums[feature], side), _grouped(p.finite[feature], side)
+    seen = counts > 0
+    if seen.sum() < 3:
         return None
-    recent = pd.Series(values[side.recent]).groupby(side.recent_day).mean().dropna().sort_index()
-    if recent.empty or 0 not in recent.index:
+    daily = sums[seen] / counts[seen]
+    days = np.unique(side.recent_cell_day)
+    recent_sums = np.array([p.sums[feature][side.recent_cells[side.recent_cell_day == d]].sum() for d in days])
+    recent_counts = np.array([p.finite[feature][side.recent_cells[side.recent_cell_day == d]].sum() for d in days])
+    if days.size == 0 or days[-1] != 0 or recent_counts[-1] == 0:
         return None
+    recent = recent_sums[recent_counts > 0] / recent_counts[recent_counts > 0]
     # Daily means vary by more than sampling alone; the floor keeps a constant tag from dividing by zero.
-    per_study = float(np.nanstd(ref_values)) / np.sqrt(max(1.0, ok.sum() / len(daily)))
-    sd = max(float(daily.std(ddof=1)), per_study, 1e-9)
-    result = cusum(recent.to_numpy(), target=float(daily.mean()), sd=sd, k=config.cusum_k, h=config.cusum_h)
+    values = p.values[feature][side.ref]
+    per_study = float(np.nanstd(values)) / np.sqrt(max(1.0, counts.sum() / seen.sum()))
+    sd = max(float(np.std(daily, ddof=1)), per_study)
+    if sd == 0.0:  # a constant in the reference (a tag of one device): the window test alone judges it
+        return None
+    result = cusum(recent, target=float(daily.mean()), sd=sd, k=config.cusum_k, h=config.cusum_h)
     return float(max(result.upper[-1], result.lower[-1]))
 
 
@@ -393,13 +467,11 @@ def _samples(p: _Prepared, side: _Side, top: FeatureDrift | None, config: DriftT
     cur = side.cur
     if top.feature == EMBEDDING and p.scores is not None:
         centre = p.scores[side.ref].mean(axis=0)
-        far = np.linalg.norm(p.scores[cur] - centre, axis=1)
-        order = np.argsort(-far)
+        order = _largest(np.linalg.norm(p.scores[cur] - centre, axis=1), config.sample_studies)
     elif top.feature in p.bins:
-        values = frame[top.feature].to_numpy(dtype=np.float64)
-        ref_median = np.nanmedian(values[side.ref])
-        away = np.abs(values[cur] - ref_median)
-        order = np.argsort(-np.nan_to_num(away, nan=-1.0))
+        values = p.values[top.feature]
+        away = np.abs(values[cur] - np.nanmedian(values[side.ref]))
+        order = _largest(np.nan_to_num(away, nan=-1.0), config.sample_studies)
     else:
         codes = p.categories[top.feature]
         size = p.levels[top.feature]
@@ -407,64 +479,56 @@ def _samples(p: _Prepared, side: _Side, top: FeatureDrift | None, config: DriftT
         cur_share = np.bincount(codes[cur], minlength=size) / max(1, cur.size)
         grown = int(np.argmax(cur_share - ref_share))
         order = np.flatnonzero(codes[cur] == grown)
-    ids = frame["study_id"].to_numpy()[cur[order[: config.sample_studies]]]
+    ids = frame["study_id"].iloc[cur[order[: config.sample_studies]]]
     return tuple(str(i) for i in ids)
 
 
+def _largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Return the positions of the ``k`` largest values, largest first (O(n), not a full sort)."""
+    if values.size > k:
+        top = np.argpartition(-values, k)[:k]
+        return top[np.argsort(-values[top])]
+    return np.argsort(-values)
+
+
 def _sides(
-    frame: pd.DataFrame,
-    chunk: np.ndarray,
-    reference: np.ndarray,
-    excluded: set[tuple[str, int]],
-    config: DriftThresholds,
+    p: _Prepared, chunk: np.ndarray, reference: np.ndarray, excluded: set[tuple[str, int]], config: DriftThresholds
 ) -> tuple[dict[str, tuple[_Side, str]], list[str]]:
-    """Return, per site to judge (and ``*``), its comparison rows and whether its reference is its own."""
-    site = frame["site"].to_numpy().astype(str)
-    window = chunk == 0
-    recent = (chunk > -config.gap_days - 1) if config.reference == "rolling" else window
+    """Return, per site to judge (and ``*``), its comparison and whether its reference is its own."""
+    site_of_cell = np.arange(len(p.site_names) * p.n_days) // p.n_days
+    ref_cells_all = np.unique(p.cell[reference])
+    window_cells = np.unique(p.cell[chunk == 0])
+    recent_low = -config.gap_days if config.reference == "rolling" else 0
     out: dict[str, tuple[_Side, str]] = {}
     thin: list[str] = []
-    own_days: dict[str, list[int]] = {}
-    usable = reference.copy()
-    for s in np.unique(site):
-        days = sorted({int(d) for d in chunk[(site == s) & reference] if (s, int(d)) not in excluded}, reverse=True)
-        if config.reference == "rolling":
-            days = days[: config.reference_days]
-        own_days[str(s)] = days
-        usable &= ~((site == s) & ~np.isin(chunk, days))
-    pooled_sites = [s for s, d in own_days.items() if len(d) >= config.min_reference_days]
-    pooled = usable & np.isin(site, pooled_sites)
+    own: dict[int, np.ndarray] = {}
+    for k, s in enumerate(p.site_names):
+        cells = ref_cells_all[site_of_cell[ref_cells_all] == k][::-1]  # most recent first
+        cells = np.array([c for c in cells if (s, int(c % p.n_days + p.first_day)) not in excluded], dtype=np.int64)
+        own[k] = cells[: config.reference_days] if config.reference == "rolling" else cells
+    pooled_sites = [k for k, cells in own.items() if cells.size >= config.min_reference_days]
+    pooled = np.concatenate([own[k] for k in pooled_sites]) if pooled_sites else np.zeros(0, dtype=np.int64)
 
-    def side(rows_ref: np.ndarray, group_keys: np.ndarray, rows_cur: np.ndarray, rows_recent: np.ndarray) -> _Side:
-        _, group = np.unique(group_keys, return_inverse=True)
-        return _Side(
-            ref=rows_ref,
-            ref_group=group.ravel().astype(np.int64),
-            n_groups=int(group.max()) + 1 if group.size else 0,
-            cur=rows_cur,
-            recent=rows_recent,
-            recent_day=chunk[rows_recent],
-        )
+    def recent(sites: list[int]) -> np.ndarray:
+        return np.array([p.cell_of(k, d) for k in sites for d in range(recent_low, 1)], dtype=np.int64)
 
-    for s in sorted({str(x) for x in site[window]}):
-        cur = np.flatnonzero(window & (site == s))
-        if cur.size < config.min_studies:
+    for cell in window_cells:
+        k = int(site_of_cell[cell])
+        s = p.site_names[k]
+        if p.counts[CATEGORICAL_FEATURES[0]][cell].sum() < config.min_studies:
             thin.append(s)
-            continue
-        if len(own_days.get(s, [])) >= config.min_reference_days:
-            ref = np.flatnonzero(usable & (site == s))
-            out[s] = (side(ref, chunk[ref], cur, np.flatnonzero(recent & (site == s))), "own")
-        elif pooled.any():
-            ref = np.flatnonzero(pooled)
-            keys = np.char.add(site[ref], chunk[ref].astype(str))
-            # a new site's days are compared with other sites' days of the same size: one group per site and day
-            out[s] = (side(ref, keys, cur, np.flatnonzero(recent & (site == s))), "all sites")
+        elif own[k].size >= config.min_reference_days:
+            out[s] = (_side(p, own[k], own[k], np.array([cell]), recent([k])), "own")
+        elif pooled.size:
+            # a new site's day is compared with other sites' days of the same size: one group per site and day
+            out[s] = (_side(p, pooled, pooled, np.array([cell]), recent([k])), "all sites")
         else:
             thin.append(s)
-    cur = np.flatnonzero(window)
-    if pooled.any() and cur.size >= config.min_studies:
-        ref = np.flatnonzero(pooled)
-        out[GLOBAL] = (side(ref, chunk[ref], cur, np.flatnonzero(recent & np.isin(site, pooled_sites))), "own")
+    if pooled.size:
+        cur = np.array([p.cell_of(k, 0) for k in pooled_sites], dtype=np.int64)
+        if p.counts[CATEGORICAL_FEATURES[0]][cur].sum() >= config.min_studies:
+            # all sites: one group per day
+            out[GLOBAL] = (_side(p, pooled, pooled % p.n_days, cur, recent(pooled_sites)), "own")
     return out, thin
 
 
@@ -495,7 +559,7 @@ def check_drift(
     if len(frame) == 0 or not (chunk == 0).any():
         return DriftRun({}, _empty_metrics(), (), (), ())
     prepared = _prepare(frame, chunk, reference, config)
-    sides, thin = _sides(frame, chunk, reference, set(excluded), config)
+    sides, thin = _sides(prepared, chunk, reference, set(excluded), config)
     compared = {s: _compare(prepared, side, config, rng) for s, (side, _) in sides.items()}
 
     # One false-discovery-rate family for the analytic tests of every feature at every site.
@@ -562,7 +626,7 @@ def _judge(
             if model_side and all(explained[f] for f in model_side) and not tags_moved:
                 shift = "prevalence"
                 adjusted = reweight_to_prevalence(cur_probs, train_prevalence=prevalence_ref, new_prevalence=new)
-    ref_auroc, _, _ = _performance(ref_probs, threshold)
+    ref_auroc, ref_sens, ref_spec = _performance(ref_probs, threshold)
     now_auroc, now_sens, now_spec = _performance(adjusted, threshold)
     drops = []
     for g in range(side.n_groups):
@@ -577,7 +641,6 @@ def _judge(
     )
     # PPV and NPV at the deployed threshold under the window's prevalence (sensitivity and
     # specificity do not change under a pure prevalence shift).
-    _, ref_sens, ref_spec = _performance(ref_probs, threshold)
     pi = prevalence_now
     ppv = ref_sens * pi / max(1e-12, ref_sens * pi + (1 - ref_spec) * (1 - pi))
     npv = ref_spec * (1 - pi) / max(1e-12, ref_spec * (1 - pi) + (1 - ref_sens) * pi)

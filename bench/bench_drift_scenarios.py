@@ -1,0 +1,269 @@
+"""The scenario half of ``bench_drift``: every shipped scenario monitored day by day, by us and by Evidently.
+
+Worlds are PostgreSQL databases ``<prefix><scenario>`` (``tests/worlds.py``), kept between runs: a
+world is reused when its database says it was finished (table ``bench_world``); ``--rebuild``
+builds them again. The model is cached under ``data/bench-drift``.
+
+Evidently sees the same daily windows: each site's day against that site's days 3 to 16 before it
+(all sites' when it has fewer than 5 such days: a new site), the same 22 columns, its preset's
+defaults. Its alert is the preset's own verdict, dataset drift (half the columns drifted or more);
+the share of site-days with any drifted column is given beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.drift import expected_auroc  # noqa: E402
+from pipeline.monitor.drift import CATEGORICAL_FEATURES, NUMERIC_FEATURES, read_drift_frame  # noqa: E402
+from pipeline.store import make_engine  # noqa: E402
+from tests.worlds import (  # noqa: E402
+    INCIDENTS,
+    build_world,
+    copy_database,
+    judge,
+    monitor_days,
+    scenario,
+    trained_service,
+)
+
+EVIDENTLY = ROOT / ".venv-evidently" / "bin" / "python"
+PEER = ROOT / "bench" / "evidently_peer.py"
+FIRST_DAY = 5
+COLUMNS = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
+
+
+def _url(admin_url: str, name: str) -> str:
+    return make_engine(admin_url).url.set(database=name).render_as_string(hide_password=False)
+
+
+def _finished(admin_url: str, database: str) -> bool:
+    engine = make_engine(_url(admin_url, database))
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT count(*) FROM bench_world")).scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _mark_finished(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS bench_world (finished_at timestamptz)"))
+        conn.execute(sa.text("INSERT INTO bench_world VALUES (now())"))
+    engine.dispose()
+
+
+def worlds(admin_url: str, prefix: str, work: Path, rebuild: bool) -> dict[str, str]:
+    """Return the database URL of every scenario's world, building those not finished yet."""
+    service = trained_service(ROOT / "data" / "bench-drift")
+    stable_db = f"{prefix}stable"
+    urls = {"stable": _url(admin_url, stable_db)}
+    base = scenario("stable")
+    if rebuild or not _finished(admin_url, stable_db):
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stable_db}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{stable_db}"'))
+        admin.dispose()
+        build_world(base, urls["stable"], work / "stable", service)
+        _mark_finished(urls["stable"])
+    for name in INCIDENTS:
+        if name == "stable":
+            continue
+        database = f"{prefix}{name}"
+        if not rebuild and _finished(admin_url, database):
+            urls[name] = _url(admin_url, database)
+            continue
+        print(f"building {name} ...", flush=True)
+        urls[name] = copy_database(urls["stable"], database)
+        with make_engine(urls[name]).begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS bench_world"))
+        build_world(scenario(name), urls[name], work / name, service, base=base)
+        _mark_finished(urls[name])
+    return urls
+
+
+def _day(frame: pd.DataFrame, start: datetime) -> np.ndarray:
+    return ((frame["received_at"] - pd.Timestamp(start)) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
+
+
+def label_free(url: str, name: str) -> list[dict[str, object]]:
+    """Return, per site, the AUROC from the simulator's truth beside the label-free estimate (days from FIRST_DAY)."""
+    world = scenario(name)
+    start = datetime.combine(world.start + timedelta(days=FIRST_DAY), datetime.min.time(), tzinfo=UTC)
+    query = sa.text(
+        "SELECT l.site, l.prob_abnormal, g.abnormal FROM inference_logs l JOIN ground_truth g USING (study_id) "
+        "WHERE l.status = 'ok' AND l.received_at >= :start"
+    )
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query, {"start": start}).all(), columns=["site", "prob", "abnormal"])
+    engine.dispose()
+    rows = []
+    for site, part in frame.groupby("site"):
+        truth = float(roc_auc_score(part["abnormal"].astype(int), part["prob"]))
+        estimate = expected_auroc(part["prob"].to_numpy(dtype=np.float64))
+        rows.append(
+            {
+                "scenario": name,
+                "site": str(site),
+                "studies": len(part),
+                "true_auroc": round(truth, 4),
+                "expected_auroc": round(estimate, 4),
+                "abs_error": round(abs(truth - estimate), 4),
+            }
+        )
+    return rows
+
+
+def evidently_days(url: str, name: str, work: Path) -> list[dict[str, object]]:
+    """Run Evidently's preset on every site-day from FIRST_DAY + 2 against its reference days; return its verdicts."""
+    world = scenario(name)
+    start = datetime.combine(world.start, datetime.min.time(), tzinfo=UTC)
+    engine = make_engine(url)
+    frame = read_drift_frame(engine, start, start + timedelta(days=world.days))
+    engine.dispose()
+    frame["day"] = _day(frame, start)
+    folder = work / f"evidently-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for day in range(FIRST_DAY + 2, world.days):
+        today = frame[frame["day"] == day]
+        history = frame[(frame["day"] >= day - 16) & (frame["day"] <= day - 3)]
+        for site, current in today.groupby("site"):
+            own = history[history["site"] == site]
+            reference = own if own["day"].nunique() >= 5 else history
+            if len(current) < 50 or reference.empty:
+                continue
+            ref_path = folder / f"ref-{site}-{day}.parquet"
+            cur_path = folder / f"cur-{site}-{day}.parquet"
+            reference[COLUMNS].to_parquet(ref_path)
+            current[COLUMNS].to_parquet(cur_path)
+            pairs.append({"id": f"{site}|{day}", "reference": str(ref_path), "current": str(cur_path)})
+    manifest = folder / "pairs.json"
+    manifest.write_text(json.dumps(pairs))
+    out = folder / "result.json"
+    subprocess.run(
+        [
+            str(EVIDENTLY),
+            str(PEER),
+            "--pairs",
+            str(manifest),
+            "--categorical",
+            ",".join(CATEGORICAL_FEATURES),
+            "--columns",
+            ",".join(COLUMNS),
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
+    result = json.loads(out.read_text())
+    verdicts = []
+    for pair in result["pairs"]:
+        if "skipped" in pair:
+            continue
+        site, day = pair["id"].split("|")
+        verdicts.append(
+            {
+                "site": site,
+                "day": int(day),
+                "dataset_drift": bool(pair["dataset_drift"]),
+                "drifted": list(pair["drifted_columns"]),
+                "seconds": pair["seconds"],
+            }
+        )
+    return verdicts
+
+
+def _evidently_verdict(name: str, verdicts: list[dict[str, object]], last_day: int) -> dict[str, object]:
+    incidents = INCIDENTS[name]
+    delays = {}
+    for incident in incidents:
+        if incident.kind != "drift":
+            delays[f"{incident.kind}:{incident.site}@{incident.onset}"] = "not its job"
+            continue
+        days = [
+            v["day"]
+            for v in verdicts
+            if v["dataset_drift"] and v["site"] == incident.site and v["day"] >= incident.onset  # type: ignore[operator]
+        ]
+        delays[f"{incident.kind}:{incident.site}@{incident.onset}"] = (min(days) - incident.onset) if days else None  # type: ignore[type-var,operator]
+
+    def explained(v: dict[str, object]) -> bool:
+        return any(
+            i.site in ("*", v["site"]) and i.onset <= v["day"] <= (last_day if i.until is None else i.until) + 2  # type: ignore[operator]
+            for i in incidents
+        )
+
+    quiet = [v for v in verdicts if not explained(v)]
+    return {
+        "delays": delays,
+        "false_alarm_days": sum(bool(v["dataset_drift"]) for v in quiet),
+        "site_days_with_a_drifted_column": round(float(np.mean([bool(v["drifted"]) for v in quiet])), 3)
+        if quiet
+        else None,
+        "site_days": len(verdicts),
+        "seconds_median": float(np.median([v["seconds"] for v in verdicts])) if verdicts else None,
+    }
+
+
+def scenarios(
+    work: Path,
+    *,
+    admin_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+    prefix: str = "bench_drift_",
+    rebuild: bool = False,
+    evidently: bool = True,
+) -> dict[str, object]:
+    """Return per scenario our detection delays and false alarms beside Evidently's, and the label-free AUROC check."""
+    urls = worlds(admin_url, prefix, work, rebuild)
+    table = []
+    label_free_rows = []
+    for name, url in urls.items():
+        world = scenario(name)
+        started = time.monotonic()
+        raised = monitor_days(url, world, range(FIRST_DAY, world.days))
+        ours_seconds = time.monotonic() - started
+        verdict = judge(name, raised, world.days - 1)
+        row: dict[str, object] = {
+            "scenario": name,
+            "ours": {
+                "delays": {f"{i.kind}:{i.site}@{i.onset}": d for i, d in verdict.delays().items()},
+                "false_alarms": [
+                    {"day": r.day, "kind": r.kind, "site": r.site, "statistic": r.statistic, "message": r.message}
+                    for r in verdict.false_alarms
+                ],
+                "alerts": [
+                    {"day": r.day, "kind": r.kind, "site": r.site, "feature": r.feature, "statistic": r.statistic}
+                    for r in raised
+                ],
+                "seconds_per_day": round(ours_seconds / (world.days - FIRST_DAY), 3),
+            },
+        }
+        if evidently and EVIDENTLY.exists():
+            row["evidently"] = _evidently_verdict(name, evidently_days(url, name, work), world.days - 1)
+        label_free_rows.extend(label_free(url, name))
+        table.append(row)
+        print(json.dumps(row["ours"]["delays"]), name, flush=True)  # type: ignore[index]
+    return {
+        "table": table,
+        "label_free_auroc": label_free_rows,
+        "label_free_max_abs_error": max(r["abs_error"] for r in label_free_rows),  # type: ignore[type-var]
+    }
