@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv venv-labelstudio venv-evidently install test test-fast lint format typecheck demo \
-	bench-store bench-simulate bench-bootstrap bench-monitor clean
+	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on Post
 
 bench-monitor: venv  ## The whole monitor run on a 1,000,000-study window beside a plain read of the same rows
 	$(BIN)/python bench/bench_monitor.py --rows 1000000 --repeats 3 --out bench/results/monitor.json
+
+bench-drift: venv venv-evidently  ## Drift checks beside Evidently's DataDriftPreset: 1M vs 1M rows, and every scenario day by day
+	cd bench && ../$(BIN)/python bench_drift.py --rows 1000000 --repeats 3 --scenarios --out results/drift.json
 
 bench-simulate: venv  ## Studies/s generated at 128 and 1024 px (with DICOM write) and through the inference service
 	$(BIN)/python bench/bench_simulate.py --out bench/results/simulate.json

@@ -171,15 +171,19 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scenarios", action="store_true", help="also run every shipped scenario (about an hour)")
+    parser.add_argument("--db-prefix", default="bench_drift_", help="databases of the scenario worlds (kept)")
+    parser.add_argument("--rebuild", action="store_true", help="simulate the scenario worlds again")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results: dict[str, object] = {"machine": {"cpus": _cpus(), "python": platform.python_version()}}
     with tempfile.TemporaryDirectory() as tmp:
-        results["speed"] = speed(args.rows, args.repeats, Path(tmp))
+        if not args.skip_speed:
+            results["speed"] = speed(args.rows, args.repeats, Path(tmp))
         if args.scenarios:
             from bench_drift_scenarios import scenarios
 
-            results["scenarios"] = scenarios(Path(tmp))
+            results["scenarios"] = scenarios(Path(tmp), prefix=args.db_prefix, rebuild=args.rebuild)
     text = json.dumps(results, indent=2, default=str)
     print(text)
     if args.out is not None:

@@ -71,7 +71,13 @@ def _mark_finished(url: str) -> None:
 
 def worlds(admin_url: str, prefix: str, work: Path, rebuild: bool) -> dict[str, str]:
     """Return the database URL of every scenario's world, building those not finished yet."""
-    service = trained_service(ROOT / "data" / "bench-drift")
+    service = None
+
+    def model() -> object:
+        nonlocal service
+        service = service or trained_service(ROOT / "data" / "bench-drift")
+        return service
+
     stable_db = f"{prefix}stable"
     urls = {"stable": _url(admin_url, stable_db)}
     base = scenario("stable")
@@ -81,7 +87,7 @@ def worlds(admin_url: str, prefix: str, work: Path, rebuild: bool) -> dict[str, 
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stable_db}" WITH (FORCE)'))
             conn.execute(sa.text(f'CREATE DATABASE "{stable_db}"'))
         admin.dispose()
-        build_world(base, urls["stable"], work / "stable", service)
+        build_world(base, urls["stable"], work / "stable", model())  # type: ignore[arg-type]
         _mark_finished(urls["stable"])
     for name in INCIDENTS:
         if name == "stable":
@@ -94,7 +100,7 @@ def worlds(admin_url: str, prefix: str, work: Path, rebuild: bool) -> dict[str, 
         urls[name] = copy_database(urls["stable"], database)
         with make_engine(urls[name]).begin() as conn:
             conn.execute(sa.text("DROP TABLE IF EXISTS bench_world"))
-        build_world(scenario(name), urls[name], work / name, service, base=base)
+        build_world(scenario(name), urls[name], work / name, model(), base=base)  # type: ignore[arg-type]
         _mark_finished(urls[name])
     return urls
 

@@ -121,7 +121,8 @@ def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
     assert alert["report_path"] == str(report)
     page = report.read_text()
     assert "Monitoring: 2026-01-30 00:00 to 2026-01-31 00:00 UTC" in page
-    assert page.count("data:image/png;base64,") == 4  # headline metric, volume, failures, latency
+    # headline metric, volume, failures, latency; the drift heatmap
+    assert page.count("data:image/png;base64,") == 5 and "Drift and expected performance" in page
     assert "cuda_oom" in page and "st-anna" in page and "1 open alert(s)" in page
 
 

@@ -524,11 +524,14 @@ def _sides(
             out[s] = (_side(p, pooled, pooled, np.array([cell]), recent([k])), "all sites")
         else:
             thin.append(s)
-    if pooled.size:
-        cur = np.array([p.cell_of(k, 0) for k in pooled_sites], dtype=np.int64)
+    # All sites together: the sites with history that sent studies in the window (a silent site
+    # is a technical alert, not a change of mix), one group per day.
+    present = [k for k in pooled_sites if p.counts[CATEGORICAL_FEATURES[0]][p.cell_of(k, 0)].sum() > 0]
+    if present:
+        cells = np.concatenate([own[k] for k in present])
+        cur = np.array([p.cell_of(k, 0) for k in present], dtype=np.int64)
         if p.counts[CATEGORICAL_FEATURES[0]][cur].sum() >= config.min_studies:
-            # all sites: one group per day
-            out[GLOBAL] = (_side(p, pooled, pooled % p.n_days, cur, recent(pooled_sites)), "own")
+            out[GLOBAL] = (_side(p, cells, cells % p.n_days, cur, recent(present)), "own")
     return out, thin
 
 
@@ -729,7 +732,7 @@ def _findings(sites: dict[str, SiteDrift]) -> list[Finding]:
             and d.shift is not None
             and not (s == GLOBAL and any(x.drifted() for k, x in sites.items() if k != GLOBAL))
         ):
-            top = ", ".join(_describe(f) for f in ranked[:3])
+            top = ", ".join(_describe(f) for f in ranked[:5])
             who = "all sites" if s == GLOBAL else s
             basis = "" if d.reference == "own" else " (no history of its own: compared with all sites)"
             if d.shift == "prevalence":

@@ -322,7 +322,7 @@ def write_monitoring_report(
         if png is not None:
             parts.append(_img(png, title))
     if not current.empty:
-        per_site = current[(current["site"] != GLOBAL) & ~current["metric"].str.startswith("quality.")]
+        per_site = current[(current["site"] != GLOBAL) & ~current["metric"].str.startswith(("quality.", "drift."))]
         table = per_site.pivot_table(index="metric", columns="site", values="value")
         parts.append("<h2>This window, per site</h2>")
         parts.append(table.to_html(float_format=lambda v: f"{v:.4g}", border=0))
