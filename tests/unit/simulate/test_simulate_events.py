@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import Scenario, load_scenario, with_volume
+from pipeline.simulate.world import changed_sites
 from pipeline.store import make_engine, read_window, upgrade
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
@@ -135,3 +136,42 @@ def test_outage_silences_a_site_and_a_volume_change_lowers_it(tmp_path):
     assert per_day.loc[22, "lakeside"] > 70
     assert per_day.loc[36, "north-general"] == pytest.approx(40, abs=15)
     assert per_day.loc[34, "north-general"] > 70
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "changed"),
+    [
+        ("stable", 30, set()),
+        ("prevalence_drop", 19, set()),
+        ("prevalence_drop", 20, {"st-anna"}),
+        ("new_hospital", 10, {"riverside"}),
+        ("positioning", 25, {"lakeside"}),
+        ("positioning", 26, set()),  # the problem lasted 14 days
+        ("error_burst", 40, {"st-anna", "north-general", "lakeside"}),
+    ],
+)
+def test_changed_sites_are_the_site_days_a_scenario_adds_to_the_stable_world(name, day, changed):
+    base = load_scenario(SCENARIOS / "stable.yaml")
+    assert changed_sites(load_scenario(SCENARIOS / f"{name}.yaml"), base, day) == changed
+
+
+def test_a_variant_simulated_over_the_stable_world_equals_the_variant_simulated_alone(tmp_path: Path) -> None:
+    base = scaled(load_scenario(SCENARIOS / "stable.yaml"), 6)
+    variant = scaled(load_scenario(SCENARIOS / "prevalence_drop.yaml"), 6)
+    alone = make_engine(f"sqlite:///{tmp_path / 'alone.db'}")
+    shared = make_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    for engine in (alone, shared):
+        upgrade(engine)
+    simulate(variant, engine=alone, storage_root=tmp_path / "a", key="k", days=[20], progress=False)
+    simulate(base, engine=shared, storage_root=tmp_path / "b", key="k", days=[20], progress=False)
+    sites = changed_sites(variant, base, 20)
+    truth = read_window(shared, "ground_truth")
+    replaced = set(truth.loc[truth["site"].isin(sites), "study_id"])
+    with shared.begin() as conn:
+        for table in ("ground_truth", "studies"):
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE study_id IN ({','.join(repr(i) for i in replaced)})")
+    simulate(variant, engine=shared, storage_root=tmp_path / "b", key="k", days=[20], sites=sites, progress=False)
+    columns = ["study_id", "site", "abnormal", "patient_age_years", "view"]
+    a = read_window(alone, "ground_truth")[columns].sort_values("study_id", ignore_index=True)
+    b = read_window(shared, "ground_truth")[columns].sort_values("study_id", ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
