@@ -174,6 +174,9 @@ def main() -> int:
     parser.add_argument("--db-prefix", default="bench_drift_", help="databases of the scenario worlds (kept)")
     parser.add_argument("--rebuild", action="store_true", help="simulate the scenario worlds again")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--evidently-on", default=None, help="comma-separated scenarios to run Evidently on (default: all)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results: dict[str, object] = {"machine": {"cpus": _cpus(), "python": platform.python_version()}}
@@ -183,7 +186,11 @@ def main() -> int:
         if args.scenarios:
             from bench_drift_scenarios import scenarios
 
-            results["scenarios"] = scenarios(Path(tmp), prefix=args.db_prefix, rebuild=args.rebuild)
+            chosen = True if args.evidently_on is None else args.evidently_on.split(",")
+            progress = None if args.out is None else args.out.with_suffix(".partial.jsonl")
+            results["scenarios"] = scenarios(
+                Path(tmp), prefix=args.db_prefix, rebuild=args.rebuild, evidently=chosen, progress_file=progress
+            )
     text = json.dumps(results, indent=2, default=str)
     print(text)
     if args.out is not None:

@@ -236,9 +236,14 @@ def scenarios(
     admin_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
     prefix: str = "bench_drift_",
     rebuild: bool = False,
-    evidently: bool = True,
+    evidently: bool | list[str] = True,
+    progress_file: Path | None = None,
 ) -> dict[str, object]:
-    """Return per scenario our detection delays and false alarms beside Evidently's, and the label-free AUROC check."""
+    """Return per scenario our detection delays and false alarms beside Evidently's, and the label-free AUROC check.
+
+    ``evidently`` may name the scenarios to run it on (about 3 minutes each); each scenario's row is
+    appended to ``progress_file`` as a JSON line as soon as it is done.
+    """
     urls = worlds(admin_url, prefix, work, rebuild)
     table = []
     label_free_rows = []
@@ -263,10 +268,14 @@ def scenarios(
                 "seconds_per_day": round(ours_seconds / (world.days - FIRST_DAY), 3),
             },
         }
-        if evidently and EVIDENTLY.exists():
+        if EVIDENTLY.exists() and (evidently is True or (isinstance(evidently, list) and name in evidently)):
             row["evidently"] = _evidently_verdict(name, evidently_days(url, name, work), world.days - 1)
-        label_free_rows.extend(label_free(url, name))
+        row["label_free_auroc"] = label_free(url, name)
+        label_free_rows.extend(row["label_free_auroc"])  # type: ignore[arg-type]
         table.append(row)
+        if progress_file is not None:
+            with progress_file.open("a") as out:
+                out.write(json.dumps(row, default=str) + "\n")
         print(json.dumps(row["ours"]["delays"]), name, flush=True)  # type: ignore[index]
     return {
         "table": table,

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from pipeline.store import make_engine
 from tests.harness.postgres import drop_database
 from tests.worlds import INCIDENTS, build_world, copy_database, judge, monitor_days, scenario, trained_service
 
@@ -66,3 +68,16 @@ def test_each_incident_is_caught_within_a_day_and_nothing_else_alarms(name, stab
         assert first.statistic == "prevalence_shift"
     if name == "stable":
         assert raised == []
+        # the label-free estimate sits beside the AUROC from radiologists' outcomes, every day
+        engine = make_engine(world_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT f.value, e.value FROM monitor_metrics f JOIN monitor_metrics e USING (window_start, site) "
+                    "WHERE f.metric = 'performance.feedback_auroc' AND e.metric = 'performance.expected_auroc' "
+                    "AND f.site = '*'"
+                )
+            ).all()
+        engine.dispose()
+        assert len(rows) >= world.days - FIRST_DAY - 3
+        assert all(abs(feedback - expected) < 0.1 for feedback, expected in rows)

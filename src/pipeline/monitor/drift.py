@@ -174,6 +174,8 @@ class SiteDrift:
     auroc_drop_threshold: float | None = None
     ppv: float | None = None
     npv: float | None = None
+    feedback_auroc: float | None = None  # from radiologists' outcomes on the reference period, where they exist
+    feedback_studies: int = 0
     samples: tuple[str, ...] = ()
     values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -821,4 +823,35 @@ def run_drift(engine: Engine, start: datetime, end: datetime, config: DriftThres
         first = int((pd.Timestamp(opened) - pd.Timestamp(start)) // span)
         last = int(np.ceil((pd.Timestamp(closed) - pd.Timestamp(start)) / span))
         excluded.update((site, d) for d in range(first, last))
-    return check_drift(frame, day=days, reference=reference, excluded=excluded, config=config)
+    run = check_drift(frame, day=days, reference=reference, excluded=excluded, config=config)
+    return _with_feedback(engine, run, since, start, end)
+
+
+def _with_feedback(engine: Engine, run: DriftRun, since: datetime, start: datetime, end: datetime) -> DriftRun:
+    """Set the AUROC from radiologists' outcomes (studies received in ``[since, start)``, reported before
+    ``end``) beside each site's label-free estimate, where both classes came back."""
+    from dataclasses import replace
+
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.store.schema import feedback
+
+    logs, fb = inference_logs.c, feedback.c
+    query = (
+        sa.select(logs.site, logs.prob_abnormal, fb.final_abnormal)
+        .select_from(inference_logs.join(feedback, logs.study_id == fb.study_id))
+        .where(logs.status == "ok", logs.received_at >= since, logs.received_at < start, fb.reported_at < end)
+    )
+    with engine.connect() as conn:
+        outcomes = pd.DataFrame(conn.execute(query).all(), columns=["site", "prob", "abnormal"])
+    sites = dict(run.sites)
+    rows = []
+    for site, d in run.sites.items():
+        part = outcomes if site == GLOBAL else outcomes[outcomes["site"] == site]
+        if part["abnormal"].nunique() < 2:
+            continue
+        auroc = float(roc_auc_score(part["abnormal"].astype(int), part["prob"].astype(float)))
+        sites[site] = replace(d, feedback_auroc=auroc, feedback_studies=len(part))
+        rows.append({"site": site, "model_version": GLOBAL, "metric": "performance.feedback_auroc", "value": auroc})
+    metrics = pd.concat([run.metrics, pd.DataFrame(rows)], ignore_index=True) if rows else run.metrics
+    return replace(run, sites=sites, metrics=metrics)
