@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -581,11 +581,11 @@ def check_drift(
         for f, (distance, threshold, p_value, cusum_sum) in compared[s].items():
             ok = (p_value < config.mmd_alpha) if f == EMBEDDING else significant.get((s, f), False)
             sequential = cusum_sum is not None and cusum_sum > config.cusum_h and distance > config.numeric_floor
-            drifted = (distance > threshold and ok) or (sequential and ok)
+            drifted = ok and (distance > threshold or sequential)
             features.append(
                 FeatureDrift(s, f, GROUP[f], distance, threshold, p_value, cusum_sum, bool(ok), bool(drifted))
             )
-        sites[s] = _judge(prepared, side, origin, features, probs, deployed, config, rng)
+        sites[s] = _judge(prepared, s, side, origin, features, probs, deployed, config, rng)
 
     metrics = _metrics(sites)
     findings = _findings(sites)
@@ -594,6 +594,7 @@ def check_drift(
 
 def _judge(
     p: _Prepared,
+    site: str,
     side: _Side,
     origin: str,
     features: list[FeatureDrift],
@@ -620,7 +621,7 @@ def _judge(
             again = _compare(p, side, config, rng, weights=weights)
             explained = {f.feature: again[f.feature][0] <= again[f.feature][1] for f in drifted if f.feature in again}
             features = [
-                f if f.feature not in explained else _with(f, explained_by_prevalence=explained[f.feature])
+                f if f.feature not in explained else replace(f, explained_by_prevalence=explained[f.feature])
                 for f in features
             ]
             # Under a prevalence shift the model-side features (outputs, embedding) are explained by
@@ -658,7 +659,7 @@ def _judge(
             column = p.frame[f.feature].to_numpy()
             values[f.feature] = (column[side.ref], column[side.cur])
     return SiteDrift(
-        site=features[0].site if features else GLOBAL,
+        site=site,
         reference=origin,
         reference_days=side.n_groups,
         reference_studies=int(side.ref.size),
@@ -677,12 +678,6 @@ def _judge(
         samples=_samples(p, side, ranked[0] if ranked else None, config),
         values=values,
     )
-
-
-def _with(f: FeatureDrift, **changes: object) -> FeatureDrift:
-    from dataclasses import replace
-
-    return replace(f, **changes)  # type: ignore[arg-type]
 
 
 def _empty_metrics() -> pd.DataFrame:
@@ -830,8 +825,6 @@ def run_drift(engine: Engine, start: datetime, end: datetime, config: DriftThres
 def _with_feedback(engine: Engine, run: DriftRun, since: datetime, start: datetime, end: datetime) -> DriftRun:
     """Set the AUROC from radiologists' outcomes (studies received in ``[since, start)``, reported before
     ``end``) beside each site's label-free estimate, where both classes came back."""
-    from dataclasses import replace
-
     from sklearn.metrics import roc_auc_score
 
     from pipeline.store.schema import feedback
