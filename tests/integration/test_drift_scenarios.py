@@ -36,11 +36,8 @@ def stable_world(
 
 
 @pytest.fixture
-def world_url(stable_world, pg_admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+def world_url(stable_world, pg_admin_url: str) -> Iterator[str]:
     url, _ = stable_world
-    if request.node.callspec.params["name"] == "stable":
-        yield url
-        return
     copy = copy_database(url, f"pipeline_test_world_{uuid.uuid4().hex[:10]}")
     try:
         yield copy

@@ -8,8 +8,8 @@ validation period) on DICOM tags, image statistics, predictions, uncertainty and
   the reference's spread for numbers, Hellinger for categories, MMD on PCA components for
   embeddings) is set against a threshold calibrated on the reference itself: each reference day
   against the rest, the spread of those distances, a margin (``pipeline.drift.calibrated_threshold``).
-  A test's p-value is required beside it (KS, chi-square; Benjamini-Hochberg across features and
-  sites; the permutation p of the MMD on its own), so a large distance from a handful of studies
+  A test's p-value is required beside it (KS, chi-square; Holm across features and sites; the
+  permutation p of the MMD on its own), so a large distance from a handful of studies
   does not page anyone.
 - **Gradual drift**: a CUSUM on each numeric feature's daily mean over the days between the
   reference and the window.
@@ -43,11 +43,11 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL, Finding, Kind, Severity, alert_periods
 from pipeline.drift import (
-    benjamini_hochberg,
     calibrated_threshold,
     cusum,
     em_prevalence,
     expected_performance,
+    holm,
     mmd_permutation_test,
     pca_fit,
     reweight_to_prevalence,
@@ -90,7 +90,7 @@ class DriftThresholds:
         quantile, margin_sd: the calibrated threshold (``pipeline.drift.calibrated_threshold``).
         numeric_floor: the smallest Wasserstein distance (in reference spreads) worth an alert.
         categorical_floor: the smallest Hellinger distance worth an alert.
-        alpha: false discovery rate of the KS and chi-square tests across features and sites.
+        alpha: family-wise error rate of the KS and chi-square tests across features and sites (Holm).
         mmd_alpha: the permutation p-value the embedding test must reach (0.002 with 500 permutations:
             no permutation came as far as the window).
         mmd_permutations, mmd_samples, pca_components: the embedding test.
@@ -567,10 +567,11 @@ def check_drift(
     sides, thin = _sides(prepared, chunk, reference, set(excluded), config)
     compared = {s: _compare(prepared, side, config, rng) for s, (side, _) in sides.items()}
 
-    # One false-discovery-rate family for the analytic tests of every feature at every site.
+    # One family for the analytic tests of every feature at every site, its family-wise error held
+    # by Holm (Benjamini-Hochberg would let one drifting site lower the bar for every other).
     keys = [(s, f) for s, feats in compared.items() for f in feats if f != EMBEDDING]
     p_values = np.array([compared[s][f][2] for s, f in keys], dtype=np.float64)
-    passed = benjamini_hochberg(np.nan_to_num(p_values, nan=1.0), alpha=config.alpha) if keys else np.array([])
+    passed = holm(np.nan_to_num(p_values, nan=1.0), alpha=config.alpha) if keys else np.array([])
     significant = {k: bool(v) for k, v in zip(keys, passed, strict=True)}
 
     probs = frame["prob_abnormal"].to_numpy(dtype=np.float64)

@@ -63,3 +63,16 @@ def test_categorical_distances_and_tests():
     assert chi_square_p([500, 500, 0], [50, 50, 0]) > 0.5
     assert chi_square_p([500, 500], [20, 80]) < 1e-6
     assert chi_square_p([5], [7]) == 1.0  # one category: nothing to compare
+
+
+def test_holm_holds_the_family_wise_error_and_ignores_other_discoveries():
+    from pipeline.drift import holm
+
+    rng = np.random.default_rng(7)
+    any_rejected = [holm(rng.uniform(size=100), alpha=0.05).any() for _ in range(2000)]
+    assert np.mean(any_rejected) == pytest.approx(0.05, abs=0.015)
+    # twenty real shifts barely move the bar for the nulls beside them
+    nulls = rng.uniform(size=80)
+    nulls[0] = 0.01 / 75  # rejected only if the bar were lowered BH-style
+    p = np.concatenate([np.full(20, 1e-12), nulls])
+    assert holm(p, alpha=0.01)[:20].all() and not holm(p, alpha=0.01)[20:].any()
