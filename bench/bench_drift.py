@@ -174,6 +174,7 @@ def main() -> int:
     parser.add_argument("--db-prefix", default="bench_drift_", help="databases of the scenario worlds (kept)")
     parser.add_argument("--rebuild", action="store_true", help="simulate the scenario worlds again")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--only", default=None, help="comma-separated scenarios to run (default: all)")
     parser.add_argument(
         "--evidently-on", default=None, help="comma-separated scenarios to run Evidently on (default: all)"
     )
@@ -189,7 +190,12 @@ def main() -> int:
             chosen = True if args.evidently_on is None else args.evidently_on.split(",")
             progress = None if args.out is None else args.out.with_suffix(".partial.jsonl")
             results["scenarios"] = scenarios(
-                Path(tmp), prefix=args.db_prefix, rebuild=args.rebuild, evidently=chosen, progress_file=progress
+                Path(tmp),
+                prefix=args.db_prefix,
+                rebuild=args.rebuild,
+                evidently=chosen,
+                progress_file=progress,
+                only=None if args.only is None else args.only.split(","),
             )
     text = json.dumps(results, indent=2, default=str)
     print(text)

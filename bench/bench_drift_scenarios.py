@@ -238,6 +238,7 @@ def scenarios(
     rebuild: bool = False,
     evidently: bool | list[str] = True,
     progress_file: Path | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, object]:
     """Return per scenario our detection delays and false alarms beside Evidently's, and the label-free AUROC check.
 
@@ -248,6 +249,8 @@ def scenarios(
     table = []
     label_free_rows = []
     for name, url in urls.items():
+        if only is not None and name not in only:
+            continue
         world = scenario(name)
         engine = make_engine(url)
         with engine.begin() as conn:  # a fresh start: what an earlier run of the bench left

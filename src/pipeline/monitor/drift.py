@@ -336,15 +336,66 @@ class _Side:
     ref: np.ndarray  # row indices
     ref_group: np.ndarray  # per reference row, its group
     cur: np.ndarray
+    ref_cell_weight: np.ndarray  # per reference cell (all sites: the window's site mix)
+    recent_cell_weight: np.ndarray
+    ref_row_weight: np.ndarray | None = None
 
 
 def _side(
-    p: _Prepared, ref_cells: np.ndarray, groups: np.ndarray, cur_cells: np.ndarray, recent_cells: np.ndarray
+    p: _Prepared,
+    ref_cells: np.ndarray,
+    groups: np.ndarray,
+    cur_cells: np.ndarray,
+    recent_cells: np.ndarray,
+    *,
+    same_mix: bool = False,
 ) -> _Side:
+    """Return a comparison; with ``same_mix`` (all sites together) the reference and the days between
+    are weighted so each site weighs as much as in the window: a site sending fewer studies is a
+    volume alert, not a drift of all sites."""
     _, group = np.unique(groups, return_inverse=True)
     group = group.ravel().astype(np.int64)
     lookup = np.full(len(p.site_names) * p.n_days, -1, dtype=np.int64)
     lookup[ref_cells] = group
+    ref = np.flatnonzero(lookup[p.cell] >= 0)
+    return (
+        _Side(
+            ref_cells=ref_cells,
+            ref_cell_group=group,
+            n_groups=int(group.max()) + 1 if group.size else 0,
+            cur_cells=cur_cells,
+            recent_cells=recent_cells,
+            recent_cell_day=recent_cells % p.n_days + p.first_day,
+            ref=ref,
+            ref_group=lookup[p.cell[ref]],
+            cur=np.flatnonzero(np.isin(p.cell, cur_cells)),
+            ref_cell_weight=np.ones(ref_cells.size),
+            recent_cell_weight=np.ones(recent_cells.size),
+        )
+        if not same_mix
+        else _same_mix(p, ref_cells, group, cur_cells, recent_cells, lookup)
+    )
+
+
+def _same_mix(
+    p: _Prepared,
+    ref_cells: np.ndarray,
+    group: np.ndarray,
+    cur_cells: np.ndarray,
+    recent_cells: np.ndarray,
+    lookup: np.ndarray,
+) -> _Side:
+    volume = p.counts[CATEGORICAL_FEATURES[0]].sum(axis=1)
+    n_sites = len(p.site_names)
+
+    def shares(cells: np.ndarray) -> np.ndarray:
+        per_site = np.bincount(cells // p.n_days, weights=volume[cells], minlength=n_sites)
+        return per_site / max(per_site.sum(), 1.0)
+
+    target = shares(cur_cells)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref_w = np.nan_to_num(target / shares(ref_cells), nan=0.0, posinf=0.0)
+        recent_w = np.nan_to_num(target / shares(recent_cells), nan=0.0, posinf=0.0)
     ref = np.flatnonzero(lookup[p.cell] >= 0)
     return _Side(
         ref_cells=ref_cells,
@@ -356,12 +407,16 @@ def _side(
         ref=ref,
         ref_group=lookup[p.cell[ref]],
         cur=np.flatnonzero(np.isin(p.cell, cur_cells)),
+        ref_cell_weight=ref_w[ref_cells // p.n_days],
+        recent_cell_weight=recent_w[recent_cells // p.n_days],
+        ref_row_weight=ref_w[p.cell[ref] // p.n_days],
     )
 
 
 def _grouped(per_cell: np.ndarray, side: _Side) -> np.ndarray:
     out = np.zeros((side.n_groups, *per_cell.shape[1:]))
-    np.add.at(out, side.ref_cell_group, per_cell[side.ref_cells])
+    weight = side.ref_cell_weight.reshape(-1, *([1] * (per_cell.ndim - 1)))
+    np.add.at(out, side.ref_cell_group, per_cell[side.ref_cells] * weight)
     return out
 
 
@@ -375,6 +430,8 @@ def _compare(
     window's prevalence.
     """
     out: dict[str, tuple[float, float, float, float | None]] = {}
+    if weights is None and side.ref_row_weight is not None:
+        weights = side.ref_row_weight  # all sites: the reference at the window's site mix
     resampled = None if weights is None else rng.choice(side.ref, size=side.ref.size, p=weights / weights.sum())
     for f, counts in p.counts.items():
         numeric = f in p.bins
@@ -419,8 +476,10 @@ def _cusum(p: _Prepared, feature: str, side: _Side, config: DriftThresholds) -> 
         return None
     daily = sums[seen] / counts[seen]
     days = np.unique(side.recent_cell_day)
-    recent_sums = np.array([p.sums[feature][side.recent_cells[side.recent_cell_day == d]].sum() for d in days])
-    recent_counts = np.array([p.finite[feature][side.recent_cells[side.recent_cell_day == d]].sum() for d in days])
+    weighted_sums = p.sums[feature][side.recent_cells] * side.recent_cell_weight
+    weighted_counts = p.finite[feature][side.recent_cells] * side.recent_cell_weight
+    recent_sums = np.array([weighted_sums[side.recent_cell_day == d].sum() for d in days])
+    recent_counts = np.array([weighted_counts[side.recent_cell_day == d].sum() for d in days])
     if days.size == 0 or days[-1] != 0 or recent_counts[-1] == 0:
         return None
     recent = recent_sums[recent_counts > 0] / recent_counts[recent_counts > 0]
@@ -533,7 +592,7 @@ def _sides(
         cells = np.concatenate([own[k] for k in present])
         cur = np.array([p.cell_of(k, 0) for k in present], dtype=np.int64)
         if p.counts[CATEGORICAL_FEATURES[0]][cur].sum() >= config.min_studies:
-            out[GLOBAL] = (_side(p, cells, cells % p.n_days, cur, recent(present)), "own")
+            out[GLOBAL] = (_side(p, cells, cells % p.n_days, cur, recent(present), same_mix=True), "own")
     return out, thin
 
 
