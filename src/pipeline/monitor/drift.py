@@ -223,7 +223,7 @@ def read_drift_frame(engine: Engine, start: datetime, end: datetime) -> pd.DataF
     for c in NUMERIC_FEATURES:
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
     for c in CATEGORICAL_FEATURES:
-        frame[c] = frame[c].astype(object).where(frame[c].notna(), None).astype(str)
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), "<missing>").astype(str)
     return frame
 
 
@@ -304,7 +304,7 @@ def _prepare(frame: pd.DataFrame, chunk: np.ndarray, reference: np.ndarray, conf
         prepared.sums[f] = np.bincount(cell[ok], weights=values[ok], minlength=n_cells)
         prepared.finite[f] = np.bincount(cell[ok], minlength=n_cells).astype(np.float64)
     for f in CATEGORICAL_FEATURES:
-        codes, uniques = pd.factorize(frame[f], sort=True)
+        codes, uniques = pd.factorize(frame[f], sort=True, use_na_sentinel=False)  # missing: a category
         codes = codes.astype(np.int64)
         size = max(1, len(uniques))
         prepared.categories[f], prepared.levels[f] = codes, size

@@ -120,6 +120,17 @@ def test_a_less_confident_model_is_a_performance_alert():
     assert performance.site == "a" and performance.value < performance.threshold
 
 
+def test_a_tag_gone_missing_is_drift_and_its_studies_are_sampled():
+    frame, day = world(np.random.default_rng(6))
+    window = (frame["site"] == "b").to_numpy() & (day == 0)
+    frame["view_position"] = frame["view_position"].astype(object)
+    frame.loc[window & (np.arange(len(frame)) % 3 == 0), "view_position"] = None
+    result = run(frame, day)
+    b = result.sites["b"]
+    assert b.drifted()[0].feature == "view_position"
+    assert len(b.samples) == 10 and all(s.startswith("b0") for s in b.samples)
+
+
 def test_too_few_studies_are_not_judged():
     frame, day = world(np.random.default_rng(5), per_day=30)
     result = run(frame, day)
