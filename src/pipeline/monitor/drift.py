@@ -358,45 +358,9 @@ def _side(
     lookup = np.full(len(p.site_names) * p.n_days, -1, dtype=np.int64)
     lookup[ref_cells] = group
     ref = np.flatnonzero(lookup[p.cell] >= 0)
-    return (
-        _Side(
-            ref_cells=ref_cells,
-            ref_cell_group=group,
-            n_groups=int(group.max()) + 1 if group.size else 0,
-            cur_cells=cur_cells,
-            recent_cells=recent_cells,
-            recent_cell_day=recent_cells % p.n_days + p.first_day,
-            ref=ref,
-            ref_group=lookup[p.cell[ref]],
-            cur=np.flatnonzero(np.isin(p.cell, cur_cells)),
-            ref_cell_weight=np.ones(ref_cells.size),
-            recent_cell_weight=np.ones(recent_cells.size),
-        )
-        if not same_mix
-        else _same_mix(p, ref_cells, group, cur_cells, recent_cells, lookup)
-    )
-
-
-def _same_mix(
-    p: _Prepared,
-    ref_cells: np.ndarray,
-    group: np.ndarray,
-    cur_cells: np.ndarray,
-    recent_cells: np.ndarray,
-    lookup: np.ndarray,
-) -> _Side:
-    volume = p.counts[CATEGORICAL_FEATURES[0]].sum(axis=1)
-    n_sites = len(p.site_names)
-
-    def shares(cells: np.ndarray) -> np.ndarray:
-        per_site = np.bincount(cells // p.n_days, weights=volume[cells], minlength=n_sites)
-        return per_site / max(per_site.sum(), 1.0)
-
-    target = shares(cur_cells)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ref_w = np.nan_to_num(target / shares(ref_cells), nan=0.0, posinf=0.0)
-        recent_w = np.nan_to_num(target / shares(recent_cells), nan=0.0, posinf=0.0)
-    ref = np.flatnonzero(lookup[p.cell] >= 0)
+    ref_w = recent_w = np.ones(len(p.site_names))
+    if same_mix:
+        ref_w, recent_w = _mix_weights(p, ref_cells, cur_cells), _mix_weights(p, recent_cells, cur_cells)
     return _Side(
         ref_cells=ref_cells,
         ref_cell_group=group,
@@ -409,8 +373,20 @@ def _same_mix(
         cur=np.flatnonzero(np.isin(p.cell, cur_cells)),
         ref_cell_weight=ref_w[ref_cells // p.n_days],
         recent_cell_weight=recent_w[recent_cells // p.n_days],
-        ref_row_weight=ref_w[p.cell[ref] // p.n_days],
+        ref_row_weight=ref_w[p.cell[ref] // p.n_days] if same_mix else None,
     )
+
+
+def _mix_weights(p: _Prepared, cells: np.ndarray, target_cells: np.ndarray) -> np.ndarray:
+    """Return per site the weight that gives ``cells`` the site mix of ``target_cells`` (0 for a site absent there)."""
+    volume = p.counts[CATEGORICAL_FEATURES[0]].sum(axis=1)
+
+    def shares(of: np.ndarray) -> np.ndarray:
+        per_site = np.bincount(of // p.n_days, weights=volume[of], minlength=len(p.site_names))
+        return per_site / max(per_site.sum(), 1.0)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nan_to_num(shares(target_cells) / shares(cells), nan=0.0, posinf=0.0)
 
 
 def _grouped(per_cell: np.ndarray, side: _Side) -> np.ndarray:
