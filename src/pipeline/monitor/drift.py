@@ -563,7 +563,9 @@ def _sides(
             thin.append(s)
     # All sites together: the sites with history that sent studies in the window (a silent site
     # is a technical alert, not a change of mix), one group per day.
-    present = [k for k in pooled_sites if p.counts[CATEGORICAL_FEATURES[0]][p.cell_of(k, 0)].sum() > 0]
+    present = [
+        k for k in pooled_sites if p.counts[CATEGORICAL_FEATURES[0]][p.cell_of(k, 0)].sum() >= config.min_studies
+    ]
     if present:
         cells = np.concatenate([own[k] for k in present])
         cur = np.array([p.cell_of(k, 0) for k in present], dtype=np.int64)
