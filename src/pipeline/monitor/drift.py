@@ -846,7 +846,8 @@ def run_drift(engine: Engine, start: datetime, end: datetime, config: DriftThres
             ]
         )
         reference = np.concatenate([np.ones(len(ref_frame), bool), np.zeros(len(cur), bool)])
-        return check_drift(frame, day=days, reference=reference, config=config)
+        run = check_drift(frame, day=days, reference=reference, config=config)
+        return _with_feedback(engine, run, config.reference_start, config.reference_end, end)
     since = start - span * (config.lookback_days + config.gap_days)
     frame = read_drift_frame(engine, since, end)
     days = ((frame["received_at"] - pd.Timestamp(start)) // span).to_numpy(dtype=np.int64)
