@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy import optimize, special
 from scipy import stats as sps
 from scipy.spatial import distance
 
@@ -718,6 +719,65 @@ def expected_performance(probs: npt.ArrayLike, threshold: float) -> ExpectedPerf
         specificity=_ratio(tn, tn + fp),
         auroc=expected_auroc(p),
     )
+
+
+@dataclass(frozen=True)
+class Platt:
+    """A recalibration map ``p -> sigmoid(slope * logit(p) + intercept)`` fitted on outcomes."""
+
+    slope: float
+    intercept: float
+    n_outcomes: int
+
+    def __call__(self, probs: npt.ArrayLike) -> FloatArray:
+        """Return ``probs`` recalibrated (monotone in ``p`` when the slope is positive)."""
+        p = np.clip(_probabilities(probs), _EPS, 1.0 - _EPS)
+        return np.asarray(special.expit(self.slope * special.logit(p) + self.intercept), dtype=np.float64)
+
+
+_EPS = 1e-6
+
+
+def platt_scaling(probs: npt.ArrayLike, outcomes: npt.ArrayLike, *, min_per_class: int = 5) -> Platt:
+    """Fit P(positive | p) = sigmoid(a logit(p) + b) to observed outcomes by maximum likelihood.
+
+    Where a model's probabilities stopped being calibrated (a new scanner it is confidently wrong
+    on), the label-free estimate goes with them; outcomes that come back for some studies
+    (radiologists' reports) re-map the score of every study. Outcomes picked by the score itself
+    (flagged studies come back more often) do not bias the fit: given p, being picked says
+    nothing more about the label.
+
+    Args:
+        probs: the model's probabilities of the studies whose outcome is known, 1-D in [0, 1].
+        outcomes: their outcomes (1 positive, 0 negative), same length.
+        min_per_class: the fewest outcomes of each class to fit on.
+
+    Returns:
+        The fitted map; slope 1 and intercept 0 leave calibrated probabilities as they are.
+    """
+    p = np.clip(_probabilities(probs), _EPS, 1.0 - _EPS)
+    y = _finite_1d(outcomes, "outcomes")
+    if y.size != p.size:
+        raise ValueError(f"probs and outcomes must have the same length, got {p.size} and {y.size}")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("outcomes must be 0 or 1")
+    positives = int(y.sum())
+    if min(positives, y.size - positives) < min_per_class:
+        raise ValueError(
+            f"platt_scaling needs at least {min_per_class} outcomes of each class, "
+            f"got {positives} positive and {y.size - positives} negative"
+        )
+    x = special.logit(p)
+
+    def loss(theta: FloatArray) -> tuple[float, FloatArray]:
+        z = theta[0] * x + theta[1]
+        # -log-likelihood of Bernoulli(sigmoid(z)), written with log_expit to stay finite.
+        value = -float(np.sum(y * special.log_expit(z) + (1.0 - y) * special.log_expit(-z)))
+        residual = special.expit(z) - y
+        return value, np.array([float(residual @ x), float(residual.sum())])
+
+    fit = optimize.minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    return Platt(slope=float(fit.x[0]), intercept=float(fit.x[1]), n_outcomes=int(y.size))
 
 
 # --- Black-box shift tests on model outputs -----------------------------------------------------------------------

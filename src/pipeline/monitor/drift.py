@@ -33,7 +33,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -46,10 +46,12 @@ from pipeline.drift import (
     calibrated_threshold,
     cusum,
     em_prevalence,
+    expected_auroc,
     expected_performance,
     holm,
     mmd_permutation_test,
     pca_fit,
+    platt_scaling,
     reweight_to_prevalence,
 )
 from pipeline.drift.sketch import Bins, binned_ks, binned_wasserstein, chi_square_p, fit_bins, hellinger_rows
@@ -97,6 +99,9 @@ class DriftThresholds:
         cusum_k, cusum_h: the CUSUM's allowance and decision interval, in daily standard deviations.
         performance_floor: the smallest drop in expected AUROC worth an alert (on a day of 200 studies
             the estimate moves by about 0.03 by chance).
+        recalibration_days, min_outcomes: the label-free estimate is also given after re-mapping the
+            window's probabilities (Platt scaling) on the radiologists' outcomes of the site's studies
+            from the last ``recalibration_days`` days, where at least ``min_outcomes`` came back.
         bins: quantile bins per numeric feature.
         top_features: how many features an alert names.
         sample_studies: how many studies from the shifted region the report lists.
@@ -122,6 +127,8 @@ class DriftThresholds:
     cusum_k: float = 0.5
     cusum_h: float = 5.0
     performance_floor: float = 0.05
+    recalibration_days: int = 14
+    min_outcomes: int = 30
     bins: int = 256
     top_features: int = 3
     sample_studies: int = 10
@@ -176,6 +183,10 @@ class SiteDrift:
     npv: float | None = None
     feedback_auroc: float | None = None  # from radiologists' outcomes on the reference period, where they exist
     feedback_studies: int = 0
+    # The expected AUROC of the window once its probabilities are re-mapped on recent outcomes: what the
+    # label-free estimate cannot see where the model is confidently wrong (a new scanner).
+    recalibrated_auroc: float | None = None
+    recalibration_outcomes: int = 0
     samples: tuple[str, ...] = ()
     values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -847,7 +858,7 @@ def run_drift(engine: Engine, start: datetime, end: datetime, config: DriftThres
         )
         reference = np.concatenate([np.ones(len(ref_frame), bool), np.zeros(len(cur), bool)])
         run = check_drift(frame, day=days, reference=reference, config=config)
-        return _with_feedback(engine, run, config.reference_start, config.reference_end, end)
+        return _with_feedback(engine, run, cur, (config.reference_start, config.reference_end), end, config)
     since = start - span * (config.lookback_days + config.gap_days)
     frame = read_drift_frame(engine, since, end)
     days = ((frame["received_at"] - pd.Timestamp(start)) // span).to_numpy(dtype=np.int64)
@@ -858,32 +869,65 @@ def run_drift(engine: Engine, start: datetime, end: datetime, config: DriftThres
         last = int(np.ceil((pd.Timestamp(closed) - pd.Timestamp(start)) / span))
         excluded.update((site, d) for d in range(first, last))
     run = check_drift(frame, day=days, reference=reference, excluded=excluded, config=config)
-    return _with_feedback(engine, run, since, start, end)
+    return _with_feedback(engine, run, frame[days == 0], (since, start), end, config)
 
 
-def _with_feedback(engine: Engine, run: DriftRun, since: datetime, start: datetime, end: datetime) -> DriftRun:
-    """Set the AUROC from radiologists' outcomes (studies received in ``[since, start)``, reported before
-    ``end``) beside each site's label-free estimate, where both classes came back."""
+def _with_feedback(
+    engine: Engine,
+    run: DriftRun,
+    window: pd.DataFrame,
+    reference: tuple[datetime, datetime],
+    end: datetime,
+    config: DriftThresholds,
+) -> DriftRun:
+    """Put the radiologists' outcomes (reported before ``end``) beside each site's label-free estimate.
+
+    The AUROC on the outcomes of the reference period's studies, where both classes came back; and the
+    window's expected AUROC after Platt scaling on the outcomes of the site's last ``recalibration_days``.
+    """
     from sklearn.metrics import roc_auc_score
 
     from pipeline.store.schema import feedback
 
+    recent = end - timedelta(days=config.recalibration_days)
     logs, fb = inference_logs.c, feedback.c
     query = (
-        sa.select(logs.site, logs.prob_abnormal, fb.final_abnormal)
+        sa.select(logs.site, logs.prob_abnormal, fb.final_abnormal, logs.received_at)
         .select_from(inference_logs.join(feedback, logs.study_id == fb.study_id))
-        .where(logs.status == "ok", logs.received_at >= since, logs.received_at < start, fb.reported_at < end)
+        .where(logs.status == "ok", logs.received_at >= min(reference[0], recent), fb.reported_at < end)
+        .where(sa.or_(logs.received_at < reference[1], logs.received_at >= recent))
     )
     with engine.connect() as conn:
-        outcomes = pd.DataFrame(conn.execute(query).all(), columns=["site", "prob", "abnormal"])
+        outcomes = pd.DataFrame(conn.execute(query).all(), columns=["site", "prob", "abnormal", "received_at"])
+    received = pd.to_datetime(outcomes["received_at"], utc=True)
+    of_reference = outcomes[(received >= pd.Timestamp(reference[0])) & (received < pd.Timestamp(reference[1]))]
+    of_recent = outcomes[received >= pd.Timestamp(recent)]
     sites = dict(run.sites)
     rows = []
     for site, d in run.sites.items():
-        part = outcomes if site == GLOBAL else outcomes[outcomes["site"] == site]
-        if part["abnormal"].nunique() < 2:
-            continue
-        auroc = float(roc_auc_score(part["abnormal"].astype(int), part["prob"].astype(float)))
-        sites[site] = replace(d, feedback_auroc=auroc, feedback_studies=len(part))
-        rows.append({"site": site, "model_version": GLOBAL, "metric": "performance.feedback_auroc", "value": auroc})
+        part = of_reference if site == GLOBAL else of_reference[of_reference["site"] == site]
+        if part["abnormal"].nunique() == 2:
+            auroc = float(roc_auc_score(part["abnormal"].astype(int), part["prob"].astype(float)))
+            d = replace(d, feedback_auroc=auroc, feedback_studies=len(part))
+            rows.append({"site": site, "model_version": GLOBAL, "metric": "performance.feedback_auroc", "value": auroc})
+        fit_on = of_recent if site == GLOBAL else of_recent[of_recent["site"] == site]
+        probs = window if site == GLOBAL else window[window["site"] == site]
+        if len(fit_on) >= config.min_outcomes and len(probs):
+            try:
+                platt = platt_scaling(fit_on["prob"].astype(float), fit_on["abnormal"].astype(float))
+            except ValueError:  # too few of one class came back
+                platt = None
+            if platt is not None:
+                estimate = expected_auroc(platt(probs["prob_abnormal"].to_numpy(dtype=np.float64)))
+                d = replace(d, recalibrated_auroc=estimate, recalibration_outcomes=platt.n_outcomes)
+                rows.append(
+                    {
+                        "site": site,
+                        "model_version": GLOBAL,
+                        "metric": "performance.recalibrated_auroc",
+                        "value": estimate,
+                    }
+                )
+        sites[site] = d
     metrics = pd.concat([run.metrics, pd.DataFrame(rows)], ignore_index=True) if rows else run.metrics
     return replace(run, sites=sites, metrics=metrics)

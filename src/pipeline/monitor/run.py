@@ -92,7 +92,13 @@ class MonitorResult:
                         for f in d.drifted()
                     ],
                     "prevalence": {"reference": d.prevalence_reference, "window": d.prevalence_window},
-                    "expected_auroc": {"reference": d.expected_auroc_reference, "window": d.expected_auroc_window},
+                    "expected_auroc": {
+                        "reference": d.expected_auroc_reference,
+                        "window": d.expected_auroc_window,
+                        "window_recalibrated": d.recalibrated_auroc,
+                        "recalibration_outcomes": d.recalibration_outcomes,
+                    },
+                    "feedback_auroc": {"reference": d.feedback_auroc, "studies": d.feedback_studies},
                     "samples": list(d.samples),
                 }
                 for site, d in (self.drift.sites.items() if self.drift else [])

@@ -26,6 +26,7 @@ from pipeline.drift import (
     ks_test,
     mmd_permutation_test,
     pca_fit,
+    platt_scaling,
     reweight_to_prevalence,
     robust_scale,
     wasserstein,
@@ -361,6 +362,40 @@ def test_expected_performance_matches_the_realised_on_calibrated_data():
     assert estimate.tp + estimate.fp + estimate.tn + estimate.fn == pytest.approx(50_000)
 
 
+def test_platt_scaling_undoes_a_known_distortion_and_restores_the_label_free_auroc():
+    rng = np.random.default_rng(21)
+    truth = expit(rng.normal(-1.0, 1.5, 40_000))
+    labels = rng.random(truth.size) < truth
+    overconfident = expit(2.0 * logit(truth) + 1.0)  # a new scanner: surer and shifted
+    fitted = platt_scaling(overconfident, labels)
+    assert fitted.slope == pytest.approx(0.5, abs=0.03)
+    assert fitted.intercept == pytest.approx(-0.5, abs=0.05)
+    realised = realised_auroc(overconfident, labels)
+    assert abs(expected_auroc(overconfident) - realised) > 0.03
+    assert expected_auroc(fitted(overconfident)) == pytest.approx(realised, abs=0.01)
+
+
+def test_platt_scaling_leaves_calibrated_probabilities_alone_even_when_outcomes_follow_the_score():
+    rng = np.random.default_rng(22)
+    probs = expit(rng.normal(-1.0, 1.5, 40_000))
+    labels = rng.random(probs.size) < probs
+    # Flagged studies come back three times as often: picked on p, which the fit conditions on.
+    back = rng.random(probs.size) < np.where(probs >= 0.3, 0.9, 0.3)
+    fitted = platt_scaling(probs[back], labels[back])
+    assert fitted.slope == pytest.approx(1.0, abs=0.05)
+    assert fitted.intercept == pytest.approx(0.0, abs=0.05)
+    assert fitted.n_outcomes == int(back.sum())
+
+
+def test_platt_scaling_of_an_uninformative_score_brings_the_estimate_to_a_half():
+    rng = np.random.default_rng(23)
+    probs = expit(rng.normal(2.0, 1.0, 20_000))  # confident, and wrong: labels ignore it
+    labels = rng.random(probs.size) < 0.3
+    fitted = platt_scaling(probs, labels)
+    assert expected_auroc(probs) > 0.6
+    assert expected_auroc(fitted(probs)) == pytest.approx(0.5, abs=0.01)
+
+
 def brute_force_expected_auroc(p: list[float]) -> float:
     wins = pairs = 0.0
     for (i, pi), (j, pj) in product(enumerate(p), repeat=2):
@@ -457,6 +492,9 @@ BAD_INPUTS: list[tuple[Callable[[], Any], str]] = [
     (lambda: ks_test([1.0], []), "cur is empty"),
     (lambda: benjamini_hochberg([0.01, np.nan]), "p_values has 1 NaN"),
     (lambda: benjamini_hochberg([0.01], alpha=0.0), "alpha must lie strictly between"),
+    (lambda: platt_scaling([0.2, 0.3], [1]), "same length, got 2 and 1"),
+    (lambda: platt_scaling([0.2, 0.3], [1, 2]), "outcomes must be 0 or 1"),
+    (lambda: platt_scaling([0.2] * 8, [1, 1, 0, 0, 0, 0, 0, 0]), "at least 5 outcomes of each class, got 2 positive"),
 ]
 
 
