@@ -190,5 +190,63 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status_kind", "status", "kind"),
 )
 
+class Pick(enum.StrEnum):
+    """Why a study was picked for labeling (a study may have several reasons; the first is its strategy)."""
+
+    ERROR = "error"  # the radiologist overturned the model's decision
+    UNCERTAIN = "uncertain"  # high entropy or epistemic variance, or a score near the threshold
+    DRIFT = "drift"  # from a site (and region) with an open drift alert
+    RANDOM = "random"  # the control sample: unbiased estimates of the model's errors
+
+
+class QueueStatus(enum.StrEnum):
+    """Where a picked study is on its way to a label."""
+
+    QUEUED = "queued"  # picked, not yet in Label Studio
+    PUSHED = "pushed"  # a task exists in Label Studio
+    LABELED = "labeled"  # at least one finished annotation is in ``labels``
+    ADJUDICATION = "adjudication"  # annotators disagree: sent to the adjudication view
+
+
+relabel_queue = sa.Table(
+    "relabel_queue",
+    metadata,
+    # One row per study ever picked: a study is never picked twice.
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("project", sa.String(32), nullable=False),  # relabeling, error_review, clinical_qa
+    sa.Column("strategy", sa.String(16), nullable=False),  # the first reason (Pick)
+    sa.Column("reasons", sa.Text, nullable=False),  # every reason, as a JSON object {pick: detail}
+    sa.Column("priority", sa.Float, nullable=False),  # higher first; Label Studio sorts by the prediction score
+    sa.Column("prob_abnormal", sa.Float),
+    sa.Column("picked_for", sa.Date, nullable=False, index=True),  # the selection's logical date
+    sa.Column("picked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("task_id", sa.Integer),
+    sa.Column("pushed_at", sa.DateTime(timezone=True)),
+    sa.Column("labeled_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_relabel_queue_status_project", "status", "project"),
+)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    # One row per Label Studio annotation (its id is unique on the server): syncing again upserts.
+    sa.Column("annotation_id", sa.Integer, primary_key=True),
+    sa.Column("task_id", sa.Integer, nullable=False, index=True),
+    sa.Column("project", sa.String(32), nullable=False),
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), nullable=False, index=True),
+    sa.Column("annotator", sa.String(256), nullable=False),
+    sa.Column("abnormal", sa.Boolean),  # None when the image was marked unusable
+    sa.Column("findings", sa.String(256), nullable=False),  # comma-separated, "" for normal
+    sa.Column("unusable", sa.Boolean, nullable=False),
+    sa.Column("unusable_reasons", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 TABLES = {t.name: t for t in (studies, inference_logs, feedback, ground_truth)}
 """The tables that ``pipeline.store.write`` loads."""
