@@ -267,6 +267,40 @@ def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None
     write_json(json_path, result.as_json(engine))
 
 
+@main.command()
+@click.option("--date", "day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), help="The selection's day.")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Studies to pick for the day (default: PIPELINE_RELABEL_DAILY_BUDGET).",
+)
+@JSON_OPTION
+def select(day: Any, budget: int | None, json_path: Path | None) -> None:
+    """Pick the studies worth a radiologist's time (errors, uncertain, drifting sites, a random control) into
+    the relabel queue, under a daily budget with per-site caps.
+
+    Running a day again tops it up to its budget; a study is never picked twice.
+    """
+    from pipeline.selection import SelectionConfig, select_for_relabeling
+    from pipeline.store import make_engine
+
+    settings = get_settings()
+    try:
+        config = SelectionConfig(
+            budget=settings.relabel_daily_budget if budget is None else budget, site_cap=settings.relabel_site_cap
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    selection = select_for_relabeling(make_engine(settings.db_url), day.date(), config)
+    click.echo(
+        f"{day:%Y-%m-%d}: picked {len(selection.picks)} ({selection.already_picked} picked earlier for this day)"
+    )
+    for strategy, count in sorted(selection.counts().items()):
+        click.echo(f"  {strategy:10} {count:5}   ({selection.candidates.get(strategy, 0)} candidates)")
+    write_json(json_path, selection.as_json())
+
+
 def _utc(moment: Any) -> Any:
     from datetime import UTC
 

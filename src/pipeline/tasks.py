@@ -62,3 +62,24 @@ def monitor_window(start: str, end: str) -> dict[str, Any]:
         "insufficient_data": list(result.insufficient),
         "failed_expectations": [o.key for o in result.quality.failed()] if result.quality else [],
     }
+
+
+def select_studies(day: str, budget: int | None = None) -> dict[str, Any]:
+    """Pick the day's studies (ISO date) for labeling into ``relabel_queue``; return what was picked and why.
+
+    Running it again for the same day tops the day up to its budget (nothing, when nothing changed).
+    """
+    from datetime import date
+
+    from pipeline.selection import SelectionConfig, select_for_relabeling
+    from pipeline.store import make_engine
+
+    configure_logging()
+    settings = get_settings()
+    config = SelectionConfig(
+        budget=settings.relabel_daily_budget if budget is None else budget, site_cap=settings.relabel_site_cap
+    )
+    selection = select_for_relabeling(make_engine(settings.db_url), date.fromisoformat(day), config)
+    summary = selection.as_json()
+    summary.pop("studies")
+    return summary

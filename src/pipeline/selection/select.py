@@ -1,0 +1,429 @@
+"""Pick the studies worth a radiologist's time: the model's errors, its doubts, the drifting sites, a control.
+
+A day's selection reads the successful studies of the last ``lookback_days`` (and the radiologists'
+outcomes reported by the day's end), splits a budget between four strategies, caps every site's
+share, spreads each strategy's picks over the embedding space (greedy k-center: no near-duplicates)
+and writes the picks to ``relabel_queue`` with every reason each was picked for. A study is never
+picked twice; running the selection again for the same day tops the day up to its budget, so a
+second run with nothing new changes nothing.
+
+Strategies (``Pick``):
+
+- ``error``: the radiologist overturned the model's decision (``feedback.agrees_with_model`` false);
+  the most confident mistakes first. Project ``error_review``.
+- ``uncertain``: high entropy, high MC-dropout variance, or a score near the deployed threshold
+  (the highest of the three percentile ranks). Project ``relabeling``.
+- ``drift``: studies at a site with an open drift alert, the most unusual (farthest from the
+  site's earlier studies in embedding space) first. Project ``relabeling``.
+- ``random``: a uniform sample of every study, for unbiased estimates. Project ``clinical_qa``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+from pipeline.alerts import Kind
+from pipeline.store import decode_embeddings
+from pipeline.store.schema import Pick, QueueStatus, alerts, feedback, inference_logs, labels, relabel_queue
+
+log = logging.getLogger(__name__)
+
+PROJECT = {
+    Pick.ERROR: "error_review",
+    Pick.UNCERTAIN: "relabeling",
+    Pick.DRIFT: "relabeling",
+    Pick.RANDOM: "clinical_qa",
+}
+DEFAULT_SHARES = {Pick.ERROR: 0.3, Pick.UNCERTAIN: 0.35, Pick.DRIFT: 0.25, Pick.RANDOM: 0.1}
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How a day's budget is spent.
+
+    Args:
+        budget: studies picked per day at most (all strategies, all sites).
+        site_cap: the largest share of the budget one site may take.
+        shares: the budget's split between strategies; what one cannot fill goes to the others
+            (in the order error, drift, uncertain, random).
+        lookback_days: candidates are the studies received in the ``lookback_days`` days up to the
+            day's end (feedback comes back up to a week late).
+        near_threshold: a score within this distance of the deployed threshold counts as uncertain.
+        pool_factor: k-center runs over the ``pool_factor`` x quota best candidates of a strategy.
+        seed: the random control sample's seed (mixed with the day).
+    """
+
+    budget: int = 200
+    site_cap: float = 0.4
+    shares: dict[Pick, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
+    lookback_days: int = 7
+    near_threshold: float = 0.1
+    pool_factor: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget < 0:
+            raise ValueError(f"budget must be >= 0, got {self.budget}")
+        if not 0 < self.site_cap <= 1:
+            raise ValueError(f"site_cap must lie in (0, 1], got {self.site_cap}")
+        unknown = set(self.shares) - set(Pick)
+        if unknown:
+            raise ValueError(
+                f"shares has unknown strategies {sorted(map(str, unknown))}; known: {[str(p) for p in Pick]}"
+            )
+        if any(v < 0 for v in self.shares.values()) or sum(self.shares.values()) <= 0:
+            raise ValueError(f"shares must be >= 0 and not all 0, got {self.shares}")
+        if self.lookback_days < 1:
+            raise ValueError(f"lookback_days must be >= 1, got {self.lookback_days}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a day's selection picked (this run's new picks) and what the day holds now."""
+
+    day: date
+    picks: pd.DataFrame  # the rows written by this run (relabel_queue's columns)
+    candidates: dict[str, int]  # per strategy, how many studies qualified
+    already_picked: int  # picks for this day from earlier runs
+
+    def counts(self) -> dict[str, int]:
+        """Return this run's picks per strategy."""
+        return {str(k): int(v) for k, v in self.picks["strategy"].value_counts().items()} if len(self.picks) else {}
+
+    def as_json(self) -> dict[str, object]:
+        """Return a JSON-able summary (ids are pseudonymous)."""
+        return {
+            "day": self.day.isoformat(),
+            "picked": len(self.picks),
+            "already_picked": self.already_picked,
+            "by_strategy": self.counts(),
+            "by_site": {str(k): int(v) for k, v in self.picks["site"].value_counts().items()}
+            if len(self.picks)
+            else {},
+            "candidates": self.candidates,
+            "studies": [
+                {"study_id": r.study_id, "site": r.site, "strategy": r.strategy, "reasons": json.loads(r.reasons)}
+                for r in self.picks.itertuples()
+            ],
+        }
+
+
+# --- candidates ---------------------------------------------------------------------------------------------------
+
+
+def _bounds(day: date, lookback_days: int) -> tuple[datetime, datetime]:
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    return end - timedelta(days=lookback_days), end
+
+
+def read_candidates(engine: Engine, day: date, config: SelectionConfig) -> pd.DataFrame:
+    """Return the day's candidate studies: the newest successful log row of each, with its outcome if one came
+    back by the day's end; studies already picked or labeled are left out."""
+    start, end = _bounds(day, config.lookback_days)
+    logs, fb = inference_logs.c, feedback.c
+    query = (
+        sa.select(
+            logs.study_id,
+            logs.site,
+            logs.model_version,
+            logs.received_at,
+            logs.finished_at,
+            logs.prob_abnormal,
+            logs.threshold,
+            logs.decision,
+            logs.entropy,
+            logs.epistemic_var,
+            logs.embedding,
+            fb.agrees_with_model,
+            fb.final_abnormal,
+        )
+        .select_from(inference_logs.outerjoin(feedback, sa.and_(fb.study_id == logs.study_id, fb.reported_at < end)))
+        .where(logs.status == "ok", logs.received_at >= start, logs.received_at < end)
+        .where(~logs.study_id.in_(sa.select(relabel_queue.c.study_id)))
+        .where(~logs.study_id.in_(sa.select(labels.c.study_id)))
+    )
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).all(), columns=list(query.selected_columns.keys()))
+    frame = frame.sort_values(["study_id", "finished_at"]).drop_duplicates("study_id", keep="last")
+    return frame.sort_values("study_id").reset_index(drop=True)
+
+
+def open_drift_sites(engine: Engine) -> dict[str, str]:
+    """Return the sites with an open drift alert, each with its alert's id (the global ``*`` left out)."""
+    query = sa.select(alerts.c.site, alerts.c.alert_id).where(
+        alerts.c.status == "open", alerts.c.kind == str(Kind.DRIFT), alerts.c.site != "*"
+    )
+    with engine.connect() as conn:
+        return {site: alert_id for site, alert_id in conn.execute(query.order_by(alerts.c.first_seen)).all()}
+
+
+def _percentile(values: pd.Series) -> np.ndarray:
+    """Return each value's percentile rank in (0, 1]; missing values rank 0."""
+    ranked = values.astype(float).rank(pct=True, method="average")
+    return ranked.fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def score_candidates(frame: pd.DataFrame, drifting: dict[str, str], config: SelectionConfig) -> pd.DataFrame:
+    """Add, per strategy, whether each study qualifies (``is_<pick>``), its priority (``<pick>_priority``) and
+    the reason's detail (``<pick>_detail``)."""
+    out = frame.copy()
+    prob = out["prob_abnormal"].astype(float)
+    threshold = out["threshold"].astype(float)
+    margin = (prob - threshold).abs()
+
+    wrong = out["agrees_with_model"].eq(False).fillna(False).to_numpy(dtype=bool)
+    out["is_error"] = wrong
+    out["error_priority"] = margin.to_numpy(dtype=np.float64)  # the surest mistakes teach most
+    out["error_detail"] = [
+        {"decision": d, "radiologist_abnormal": bool(a)} if w else None
+        for d, a, w in zip(out["decision"], out["final_abnormal"], wrong, strict=True)
+    ]
+
+    ranks = np.vstack([_percentile(out["entropy"]), _percentile(out["epistemic_var"]), _percentile(-margin)])
+    out["uncertain_priority"] = ranks.max(axis=0)
+    near = (margin <= config.near_threshold).to_numpy(dtype=bool)
+    top_quarter = out["uncertain_priority"].to_numpy() >= 0.75
+    out["is_uncertain"] = near | top_quarter
+    out["uncertain_detail"] = [
+        {"entropy": _round(e), "epistemic_var": _round(v), "margin": _round(m)}
+        for e, v, m in zip(out["entropy"], out["epistemic_var"], margin, strict=True)
+    ]
+
+    at_drifting = out["site"].isin(list(drifting)).to_numpy(dtype=bool)
+    out["is_drift"] = at_drifting
+    out["drift_priority"] = _unusualness(out, at_drifting)
+    out["drift_detail"] = [
+        {"alert_id": drifting[s]} if d else None for s, d in zip(out["site"], at_drifting, strict=True)
+    ]
+
+    out["is_random"] = True
+    out["random_priority"] = 0.0
+    out["random_detail"] = [{} for _ in range(len(out))]
+    return out
+
+
+def _round(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), 4)  # type: ignore[arg-type]
+
+
+def _unit_embeddings(frame: pd.DataFrame) -> np.ndarray | None:
+    """Return the L2-normalised embeddings of ``frame`` (rows without one are zeros), or None without any."""
+    present = frame["embedding"].notna().to_numpy() if "embedding" in frame else np.zeros(len(frame), bool)
+    if not present.any():
+        return None
+    vectors = decode_embeddings(frame.loc[present, "embedding"])
+    out = np.zeros((len(frame), vectors.shape[1]), dtype=np.float32)
+    out[present] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _unusualness(frame: pd.DataFrame, at_drifting: np.ndarray) -> np.ndarray:
+    """Return, for studies at drifting sites, the distance of their embedding from the mean of the other sites'
+    studies (the shifted region first); 0 elsewhere."""
+    score = np.zeros(len(frame), dtype=np.float64)
+    vectors = _unit_embeddings(frame) if at_drifting.any() else None
+    if vectors is None:
+        return score
+    others = ~at_drifting
+    centre = vectors[others].mean(axis=0) if others.any() else vectors.mean(axis=0)
+    score[at_drifting] = np.linalg.norm(vectors[at_drifting] - centre, axis=1)
+    return score
+
+
+# --- picking ------------------------------------------------------------------------------------------------------
+
+
+def k_center(vectors: np.ndarray, order: np.ndarray, k: int, chosen: np.ndarray | None = None) -> list[int]:
+    """Return ``k`` indices from ``order`` spread over ``vectors`` (greedy k-center).
+
+    The first pick is ``order[0]`` unless ``chosen`` (indices already picked) seeds the centres; each
+    next pick is the candidate farthest from every centre, ties going to the earlier in ``order``.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    k = min(k, len(order))
+    if k <= 0:
+        return []
+    pool = vectors[order]
+    nearest = np.full(len(order), np.inf)
+    if chosen is not None and len(chosen):
+        centres = vectors[np.asarray(chosen, dtype=np.int64)]
+        for start in range(0, len(centres), 256):
+            d = np.linalg.norm(pool[:, None, :] - centres[None, start : start + 256, :], axis=2)
+            nearest = np.minimum(nearest, d.min(axis=1))
+    picked: list[int] = []
+    taken = np.zeros(len(order), dtype=bool)
+    for _ in range(k):
+        i = int(np.argmax(np.where(taken, -1.0, nearest)))  # all infinite at first: order[0]
+        picked.append(int(order[i]))
+        taken[i] = True
+        nearest = np.minimum(nearest, np.linalg.norm(pool - pool[i], axis=1))
+    return picked
+
+
+def _quotas(budget: int, shares: dict[Pick, float], available: dict[Pick, int]) -> dict[Pick, int]:
+    """Split ``budget`` by ``shares``; what a strategy cannot fill passes to the next ones."""
+    total = sum(shares.values())
+    quota = {p: min(available.get(p, 0), math.floor(budget * shares.get(p, 0.0) / total)) for p in Pick}
+    left = budget - sum(quota.values())
+    for p in (Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN, Pick.RANDOM):
+        extra = min(left, available.get(p, 0) - quota[p])
+        if extra > 0 and shares.get(p, 0.0) > 0:
+            quota[p] += extra
+            left -= extra
+    return quota
+
+
+def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.random.Generator) -> pd.DataFrame:
+    """Return up to ``budget`` picks from scored candidates: ``strategy`` and ``reasons`` (JSON) per study."""
+    if budget <= 0 or scored.empty:
+        return scored.iloc[0:0].assign(
+            strategy=pd.Series(dtype=str), reasons=pd.Series(dtype=str), priority=pd.Series(dtype=float)
+        )
+    vectors = _unit_embeddings(scored)
+    site_left = {s: max(1, math.floor(config.site_cap * config.budget)) for s in scored["site"].unique()}
+    available = {p: int(scored[f"is_{p}"].sum()) for p in Pick}
+    quota = _quotas(budget, config.shares, available)
+    taken: list[int] = []
+    strategy: dict[int, Pick] = {}
+    random_order = rng.permutation(len(scored))
+
+    def take(p: Pick, k: int) -> None:
+        ok = scored[f"is_{p}"].to_numpy(dtype=bool).copy()
+        ok[taken] = False
+        if p is Pick.RANDOM:
+            order = np.array([i for i in random_order if ok[i]], dtype=np.int64)
+        else:
+            priority = scored[f"{p}_priority"].to_numpy(dtype=np.float64)
+            order = np.flatnonzero(ok)[np.argsort(-priority[ok], kind="stable")]
+        # Respect the site caps in priority order, then spread what is left over the embedding space.
+        pool: list[int] = []
+        room = dict(site_left)
+        for i in order:
+            site = scored["site"].iat[i]
+            if room[site] > 0:
+                pool.append(int(i))
+                room[site] -= 1
+            if len(pool) >= k * config.pool_factor:
+                break
+        if p is Pick.RANDOM or vectors is None:
+            chosen = pool[:k]
+        else:
+            chosen = _capped_k_center(vectors, np.array(pool), k, np.array(taken), scored["site"], site_left)
+        for i in chosen:
+            site_left[scored["site"].iat[i]] -= 1
+            strategy[i] = p
+        taken.extend(chosen)
+
+    # The control sample first, so that it is a sample of every candidate, not of what the others left.
+    for p in (Pick.RANDOM, Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN):
+        if quota[p] > 0:
+            take(p, quota[p])
+    # What a strategy could not fill (its candidates taken by another, or capped) passes on.
+    for p in (Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN, Pick.RANDOM):
+        if len(taken) < budget and config.shares.get(p, 0.0) > 0:
+            take(p, budget - len(taken))
+    rows = scored.iloc[taken].copy()
+    rows["strategy"] = [str(strategy[i]) for i in taken]
+    rows["reasons"] = [
+        json.dumps(
+            {str(p): scored[f"{p}_detail"].iat[i] for p in Pick if p is not Pick.RANDOM and scored[f"is_{p}"].iat[i]}
+            | ({"random": {}} if strategy[i] is Pick.RANDOM else {}),
+            sort_keys=True,
+        )
+        for i in taken
+    ]
+    rows["priority"] = [float(scored[f"{strategy[i]}_priority"].iat[i]) for i in taken]
+    return rows
+
+
+def _capped_k_center(
+    vectors: np.ndarray, pool: np.ndarray, k: int, chosen: np.ndarray, sites: pd.Series, site_left: dict[str, int]
+) -> list[int]:
+    """k-center over ``pool``, skipping a candidate whose site has no room left."""
+    picked: list[int] = []
+    room = dict(site_left)
+    remaining = pool
+    while len(picked) < k and len(remaining):
+        seeds = np.concatenate([chosen, np.array(picked, dtype=np.int64)]).astype(np.int64)
+        (i,) = k_center(vectors, remaining, 1, seeds if len(seeds) else None)
+        remaining = remaining[remaining != i]
+        if room[sites.iat[i]] > 0:
+            room[sites.iat[i]] -= 1
+            picked.append(i)
+    return picked
+
+
+# --- the day's run ------------------------------------------------------------------------------------------------
+
+
+def _picked_for(engine: Engine, day: date) -> int:
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(relabel_queue).where(relabel_queue.c.picked_for == day)
+        ).scalar_one()
+    return int(count)
+
+
+def select_for_relabeling(
+    engine: Engine, day: date, config: SelectionConfig | None = None, *, now: datetime | None = None
+) -> Selection:
+    """Pick the day's studies for labeling and queue them (``relabel_queue``, status ``queued``).
+
+    Idempotent: the day's earlier picks count against its budget, and a study is never picked twice.
+
+    Args:
+        engine: the store.
+        day: the selection's logical date; candidates are received up to its end.
+        config: budget, caps and strategy shares.
+        now: when the picks are recorded (defaults to the current time).
+    """
+    config = config or SelectionConfig()
+    already = _picked_for(engine, day)
+    frame = read_candidates(engine, day, config)
+    drifting = open_drift_sites(engine)
+    scored = score_candidates(frame, drifting, config)
+    candidates = {str(p): int(scored[f"is_{p}"].sum()) for p in Pick} if len(scored) else {str(p): 0 for p in Pick}
+    rng = np.random.default_rng([config.seed, day.toordinal()])
+    chosen = pick(scored, config.budget - already, config, rng)
+    picks = pd.DataFrame(
+        {
+            "study_id": chosen["study_id"].astype(str),
+            "site": chosen["site"].astype(str),
+            "model_version": chosen["model_version"].astype(str),
+            "project": [PROJECT[Pick(s)] for s in chosen["strategy"]],
+            "strategy": chosen["strategy"].astype(str),
+            "reasons": chosen["reasons"].astype(str),
+            "priority": chosen["priority"].astype(float),
+            "prob_abnormal": chosen["prob_abnormal"].astype(float),
+            "picked_for": day,
+            "picked_at": now or datetime.now(UTC),
+            "status": str(QueueStatus.QUEUED),
+        }
+    ).reset_index(drop=True)
+    if len(picks):
+        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        with engine.begin() as conn:
+            conn.execute(
+                insert(relabel_queue).on_conflict_do_nothing(index_elements=["study_id"]),
+                picks.to_dict("records"),
+            )
+    log.info(
+        "selection for %s: %d picked (%s), %d picked earlier; candidates %s",
+        day,
+        len(picks),
+        picks["strategy"].value_counts().to_dict() if len(picks) else {},
+        already,
+        candidates,
+    )
+    return Selection(day=day, picks=picks, candidates=candidates, already_picked=already)
