@@ -728,6 +728,7 @@ class Platt:
     slope: float
     intercept: float
     n_outcomes: int
+    p_value: float  # likelihood-ratio test of the probabilities as they are (slope 1, intercept 0)
 
     def __call__(self, probs: npt.ArrayLike) -> FloatArray:
         """Return ``probs`` recalibrated (monotone in ``p`` when the slope is positive)."""
@@ -753,7 +754,9 @@ def platt_scaling(probs: npt.ArrayLike, outcomes: npt.ArrayLike, *, min_per_clas
         min_per_class: the fewest outcomes of each class to fit on.
 
     Returns:
-        The fitted map; slope 1 and intercept 0 leave calibrated probabilities as they are.
+        The fitted map; slope 1 and intercept 0 leave calibrated probabilities as they are. Its
+        ``p_value`` tests whether the probabilities were calibrated on these outcomes (likelihood
+        ratio against the identity map, chi-square with 2 degrees of freedom).
     """
     p = np.clip(_probabilities(probs), _EPS, 1.0 - _EPS)
     y = _finite_1d(outcomes, "outcomes")
@@ -776,8 +779,15 @@ def platt_scaling(probs: npt.ArrayLike, outcomes: npt.ArrayLike, *, min_per_clas
         residual = special.expit(z) - y
         return value, np.array([float(residual @ x), float(residual.sum())])
 
-    fit = optimize.minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
-    return Platt(slope=float(fit.x[0]), intercept=float(fit.x[1]), n_outcomes=int(y.size))
+    identity = np.array([1.0, 0.0])
+    fit = optimize.minimize(loss, identity, jac=True, method="L-BFGS-B")
+    statistic = max(0.0, 2.0 * (loss(identity)[0] - float(fit.fun)))
+    return Platt(
+        slope=float(fit.x[0]),
+        intercept=float(fit.x[1]),
+        n_outcomes=int(y.size),
+        p_value=float(sps.chi2.sf(statistic, df=2)),
+    )
 
 
 # --- Black-box shift tests on model outputs -----------------------------------------------------------------------

@@ -101,7 +101,9 @@ class DriftThresholds:
             the estimate moves by about 0.03 by chance).
         recalibration_days, min_outcomes: the label-free estimate is also given after re-mapping the
             window's probabilities (Platt scaling) on the radiologists' outcomes of the site's studies
-            from the last ``recalibration_days`` days, where at least ``min_outcomes`` came back.
+            from the last ``recalibration_days`` days, where at least ``min_outcomes`` came back. Where
+            those outcomes reject the probabilities as they are (likelihood-ratio p below
+            ``calibration_alpha``), the recalibrated figure is the site's estimate.
         bins: quantile bins per numeric feature.
         top_features: how many features an alert names.
         sample_studies: how many studies from the shifted region the report lists.
@@ -129,6 +131,7 @@ class DriftThresholds:
     performance_floor: float = 0.05
     recalibration_days: int = 14
     min_outcomes: int = 30
+    calibration_alpha: float = 0.01
     bins: int = 256
     top_features: int = 3
     sample_studies: int = 10
@@ -187,6 +190,8 @@ class SiteDrift:
     # label-free estimate cannot see where the model is confidently wrong (a new scanner).
     recalibrated_auroc: float | None = None
     recalibration_outcomes: int = 0
+    calibration_p: float | None = None  # the outcomes' test of the probabilities as they are (low: miscalibrated)
+    estimated_auroc: float | None = None  # the best estimate: recalibrated where calibration failed, else expected
     samples: tuple[str, ...] = ()
     values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -719,6 +724,7 @@ def _judge(
         prevalence_window=float(prevalence_now),
         expected_auroc_reference=ref_auroc,
         expected_auroc_window=now_auroc,
+        estimated_auroc=now_auroc,
         expected_sensitivity_window=now_sens,
         expected_specificity_window=now_spec,
         auroc_drop_threshold=drop_threshold,
@@ -909,7 +915,7 @@ def _with_feedback(
         if part["abnormal"].nunique() == 2:
             auroc = float(roc_auc_score(part["abnormal"].astype(int), part["prob"].astype(float)))
             d = replace(d, feedback_auroc=auroc, feedback_studies=len(part))
-            rows.append({"site": site, "model_version": GLOBAL, "metric": "performance.feedback_auroc", "value": auroc})
+            rows.append(_metric(site, "performance.feedback_auroc", auroc))
         fit_on = of_recent if site == GLOBAL else of_recent[of_recent["site"] == site]
         probs = window if site == GLOBAL else window[window["site"] == site]
         if len(fit_on) >= config.min_outcomes and len(probs):
@@ -919,15 +925,21 @@ def _with_feedback(
                 platt = None
             if platt is not None:
                 estimate = expected_auroc(platt(probs["prob_abnormal"].to_numpy(dtype=np.float64)))
-                d = replace(d, recalibrated_auroc=estimate, recalibration_outcomes=platt.n_outcomes)
-                rows.append(
-                    {
-                        "site": site,
-                        "model_version": GLOBAL,
-                        "metric": "performance.recalibrated_auroc",
-                        "value": estimate,
-                    }
+                d = replace(
+                    d,
+                    recalibrated_auroc=estimate,
+                    recalibration_outcomes=platt.n_outcomes,
+                    calibration_p=platt.p_value,
+                    estimated_auroc=estimate if platt.p_value < config.calibration_alpha else d.estimated_auroc,
                 )
+                rows.append(_metric(site, "performance.recalibrated_auroc", estimate))
+                rows.append(_metric(site, "performance.calibration_p", platt.p_value))
+        if d.estimated_auroc is not None:
+            rows.append(_metric(site, "performance.estimated_auroc", d.estimated_auroc))
         sites[site] = d
     metrics = pd.concat([run.metrics, pd.DataFrame(rows)], ignore_index=True) if rows else run.metrics
     return replace(run, sites=sites, metrics=metrics)
+
+
+def _metric(site: str, metric: str, value: float) -> dict[str, object]:
+    return {"site": site, "model_version": GLOBAL, "metric": metric, "value": value}

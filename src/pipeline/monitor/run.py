@@ -97,6 +97,7 @@ class MonitorResult:
                         "window": d.expected_auroc_window,
                         "window_recalibrated": d.recalibrated_auroc,
                         "recalibration_outcomes": d.recalibration_outcomes,
+                        "calibration_p": d.calibration_p,
                     },
                     "feedback_auroc": {"reference": d.feedback_auroc, "studies": d.feedback_studies},
                     "samples": list(d.samples),

@@ -240,7 +240,7 @@ def _drift_section(drift: DriftRun, window: str = "") -> list[str]:
         "<table><tr><th>site</th><th>reference</th><th>window studies</th><th>shift</th><th>features drifted</th>"
         "<th>estimated prevalence (reference → window)</th><th>expected AUROC (reference → window)</th>"
         "<th>AUROC from radiologists' feedback (reference period, studies)</th>"
-        "<th>expected AUROC recalibrated on recent feedback (outcomes)</th>"
+        "<th>expected AUROC recalibrated on recent feedback (outcomes, calibration p)</th>"
         "<th>expected sensitivity</th><th>expected specificity</th><th>PPV / NPV at the new prevalence</th></tr>"
     )
     for d in drift.sites.values():
@@ -252,7 +252,7 @@ def _drift_section(drift: DriftRun, window: str = "") -> list[str]:
             f"<td>{_num(d.prevalence_reference, '.1%')} → {_num(d.prevalence_window, '.1%')}</td>"
             f"<td>{_num(d.expected_auroc_reference)} → {_num(d.expected_auroc_window)}</td>"
             f"<td>{_num(d.feedback_auroc)} ({d.feedback_studies})</td>"
-            f"<td>{_num(d.recalibrated_auroc)} ({d.recalibration_outcomes})</td>"
+            f"<td>{_num(d.recalibrated_auroc)} ({d.recalibration_outcomes}, p {_num(d.calibration_p, '.2g')})</td>"
             f"<td>{_num(d.expected_sensitivity_window)}</td><td>{_num(d.expected_specificity_window)}</td>"
             f"<td>{ppv_npv}</td></tr>"
         )

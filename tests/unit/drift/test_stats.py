@@ -370,6 +370,7 @@ def test_platt_scaling_undoes_a_known_distortion_and_restores_the_label_free_aur
     fitted = platt_scaling(overconfident, labels)
     assert fitted.slope == pytest.approx(0.5, abs=0.03)
     assert fitted.intercept == pytest.approx(-0.5, abs=0.05)
+    assert fitted.p_value < 1e-6
     realised = realised_auroc(overconfident, labels)
     assert abs(expected_auroc(overconfident) - realised) > 0.03
     assert expected_auroc(fitted(overconfident)) == pytest.approx(realised, abs=0.01)
@@ -385,6 +386,15 @@ def test_platt_scaling_leaves_calibrated_probabilities_alone_even_when_outcomes_
     assert fitted.slope == pytest.approx(1.0, abs=0.05)
     assert fitted.intercept == pytest.approx(0.0, abs=0.05)
     assert fitted.n_outcomes == int(back.sum())
+
+
+def test_platt_calibration_test_holds_its_level_on_calibrated_probabilities():
+    rng = np.random.default_rng(24)
+    rejected = 0
+    for _ in range(200):
+        probs = expit(rng.normal(-1.0, 1.5, 500))
+        rejected += platt_scaling(probs, rng.random(probs.size) < probs).p_value < ALPHA
+    assert rejected / 200 == pytest.approx(ALPHA, abs=0.035)
 
 
 def test_platt_scaling_of_an_uninformative_score_brings_the_estimate_to_a_half():
