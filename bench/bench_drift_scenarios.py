@@ -12,7 +12,6 @@ the share of site-days with any drifted column is given beside it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -28,13 +27,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.drift import expected_auroc, platt_scaling  # noqa: E402
-from pipeline.monitor.drift import (  # noqa: E402
-    CATEGORICAL_FEATURES,
-    NUMERIC_FEATURES,
-    DriftThresholds,
-    read_drift_frame,
-)
+from pipeline.monitor.drift import CATEGORICAL_FEATURES, NUMERIC_FEATURES, read_drift_frame  # noqa: E402
 from pipeline.store import make_engine  # noqa: E402
 from tests.worlds import (  # noqa: E402
     INCIDENTS,
@@ -115,72 +108,78 @@ def _day(frame: pd.DataFrame, start: datetime) -> np.ndarray:
     return ((frame["received_at"] - pd.Timestamp(start)) // pd.Timedelta(days=1)).to_numpy(dtype=np.int64)
 
 
-def label_free(url: str, name: str, config: DriftThresholds | None = None) -> list[dict[str, object]]:
-    """Return, per site, the AUROC from the simulator's truth beside the estimates the monitor gives each day.
+def label_free(url: str, name: str) -> list[dict[str, object]]:
+    """Return, per site, the AUROC from the simulator's truth beside the estimates the monitor gave each day.
 
-    For every day from FIRST_DAY with both classes at the site: the true AUROC of the day's studies,
-    the label-free ``expected`` AUROC, the ``recalibrated`` one (Platt on the outcomes of the site's
-    studies from the last ``recalibration_days`` reported by the day's end) and the site's
-    ``estimate`` (recalibrated where those outcomes reject the probabilities' calibration). Each is
-    averaged over the days; the pooled true AUROC of all those studies is given beside.
+    Reads what monitoring wrote (``monitor_metrics``) for every daily window from FIRST_DAY: the
+    label-free ``expected`` AUROC and the site's ``estimated`` AUROC (recalibrated on recent outcomes
+    where they reject the probabilities' calibration; none under a covariate shift no outcome has
+    checked yet). Each is averaged over the days it exists, beside the mean of the days' true AUROC
+    (days with both classes); ``abs_error`` compares the estimate with the truth of the same days.
     """
-    config = config or DriftThresholds()
     world = scenario(name)
     origin = pd.Timestamp(datetime.combine(world.start, datetime.min.time(), tzinfo=UTC))
-    query = sa.text(
-        "SELECT l.site, l.received_at, l.prob_abnormal, g.abnormal, f.final_abnormal, f.reported_at "
-        "FROM inference_logs l JOIN ground_truth g USING (study_id) LEFT JOIN feedback f USING (study_id) "
-        "WHERE l.status = 'ok'"
-    )
     engine = make_engine(url)
     with engine.connect() as conn:
-        frame = pd.DataFrame(
-            conn.execute(query).all(), columns=["site", "received_at", "prob", "abnormal", "outcome", "reported_at"]
+        truth = pd.DataFrame(
+            conn.execute(
+                sa.text(
+                    "SELECT l.site, l.received_at, l.prob_abnormal, g.abnormal FROM inference_logs l "
+                    "JOIN ground_truth g USING (study_id) WHERE l.status = 'ok'"
+                )
+            ).all(),
+            columns=["site", "received_at", "prob", "abnormal"],
+        )
+        estimates = pd.DataFrame(
+            conn.execute(
+                sa.text(
+                    "SELECT site, window_start, metric, value FROM monitor_metrics WHERE metric IN "
+                    "('performance.expected_auroc', 'performance.estimated_auroc') AND site <> '*'"
+                )
+            ).all(),
+            columns=["site", "window_start", "metric", "value"],
         )
     engine.dispose()
-    frame["day"] = (pd.to_datetime(frame["received_at"], utc=True) - origin) // pd.Timedelta(days=1)
-    frame["reported_day"] = (pd.to_datetime(frame["reported_at"], utc=True) - origin) / pd.Timedelta(days=1)
-    frame["prob"] = frame["prob"].astype(float)
+    truth["day"] = (pd.to_datetime(truth["received_at"], utc=True) - origin) // pd.Timedelta(days=1)
+    daily = (
+        truth[truth["day"] >= FIRST_DAY]
+        .groupby(["site", "day"])
+        .apply(
+            lambda d: (
+                roc_auc_score(d["abnormal"].astype(int), d["prob"].astype(float))
+                if d["abnormal"].nunique() == 2
+                else np.nan
+            ),
+            include_groups=False,
+        )
+        .rename("true")
+        .dropna()
+        .reset_index()
+    )
+    estimates["day"] = (pd.to_datetime(estimates["window_start"], utc=True) - origin) // pd.Timedelta(days=1)
+    wide = estimates.pivot_table(index=["site", "day"], columns="metric", values="value").reset_index()
+    joined = daily.merge(wide, on=["site", "day"], how="left")
     rows = []
-    for site, part in frame.groupby("site"):
-        days = []
-        for day, today in part[part["day"] >= FIRST_DAY].groupby("day"):
-            if today["abnormal"].nunique() < 2 or len(today) < config.min_studies:
-                continue
-            probs = today["prob"].to_numpy(dtype=np.float64)
-            expected = recalibrated = expected_auroc(probs)
-            p_value = 1.0
-            came_back = part[
-                part["outcome"].notna()
-                & (part["day"] > day - config.recalibration_days)
-                & (part["day"] <= day)
-                & (part["reported_day"] < day + 1)
-            ]
-            if len(came_back) >= config.min_outcomes:
-                with contextlib.suppress(ValueError):  # too few of one class came back
-                    platt = platt_scaling(came_back["prob"], came_back["outcome"].astype(float))
-                    recalibrated, p_value = expected_auroc(platt(probs)), platt.p_value
-            estimate = recalibrated if p_value < config.calibration_alpha else expected
-            truth = float(roc_auc_score(today["abnormal"].astype(int), probs))
-            days.append((truth, expected, recalibrated, estimate, p_value < config.calibration_alpha))
-        if not days:
+    for site, part in joined.groupby("site"):
+        expected = part.dropna(subset=["performance.expected_auroc"])
+        estimated = part.dropna(subset=["performance.estimated_auroc"])
+        if estimated.empty:
             continue
-        truth, expected, recalibrated, estimate, miscalibrated = (np.array(v) for v in zip(*days, strict=True))
-        scored = part[part["day"] >= FIRST_DAY]
         rows.append(
             {
                 "scenario": name,
                 "site": str(site),
-                "days": len(days),
-                "studies": len(scored),
-                "true_auroc": round(float(truth.mean()), 4),
-                "true_auroc_pooled": round(float(roc_auc_score(scored["abnormal"].astype(int), scored["prob"])), 4),
-                "expected_auroc": round(float(expected.mean()), 4),
-                "recalibrated_auroc": round(float(recalibrated.mean()), 4),
-                "estimated_auroc": round(float(estimate.mean()), 4),
-                "days_recalibrated": int(miscalibrated.sum()),
-                "expected_abs_error": round(abs(float(truth.mean() - expected.mean())), 4),
-                "abs_error": round(abs(float(truth.mean() - estimate.mean())), 4),
+                "days": len(part),
+                "true_auroc": round(float(part["true"].mean()), 4),
+                "expected_auroc": round(float(expected["performance.expected_auroc"].mean()), 4),
+                "expected_abs_error": round(
+                    abs(float(expected["performance.expected_auroc"].mean() - expected["true"].mean())), 4
+                ),
+                "estimated_auroc": round(float(estimated["performance.estimated_auroc"].mean()), 4),
+                "days_without_estimate": int(len(part) - len(estimated)),
+                "abs_error": round(
+                    abs(float(estimated["performance.estimated_auroc"].mean() - estimated["true"].mean())), 4
+                ),
             }
         )
     return rows

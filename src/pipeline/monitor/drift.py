@@ -191,7 +191,9 @@ class SiteDrift:
     recalibrated_auroc: float | None = None
     recalibration_outcomes: int = 0
     calibration_p: float | None = None  # the outcomes' test of the probabilities as they are (low: miscalibrated)
-    estimated_auroc: float | None = None  # the best estimate: recalibrated where calibration failed, else expected
+    # The best estimate: recalibrated where the outcomes reject the calibration, else expected; none under a
+    # covariate shift that no outcome has checked yet.
+    estimated_auroc: float | None = None
     samples: tuple[str, ...] = ()
     values: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -934,6 +936,10 @@ def _with_feedback(
                 )
                 rows.append(_metric(site, "performance.recalibrated_auroc", estimate))
                 rows.append(_metric(site, "performance.calibration_p", platt.p_value))
+        if d.shift == "covariate" and d.calibration_p is None:
+            # The images moved and no outcome has checked the probabilities yet: a confidently wrong
+            # model looks as good as ever to the label-free estimate, so there is none to give.
+            d = replace(d, estimated_auroc=None)
         if d.estimated_auroc is not None:
             rows.append(_metric(site, "performance.estimated_auroc", d.estimated_auroc))
         sites[site] = d
