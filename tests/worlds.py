@@ -39,8 +39,8 @@ KEY = "k"
 NET = NetConfig(init_features=16, growth_rate=8, block_config=(3, 3, 3))
 
 
-def trained_service(cache: Path, *, mc_samples: int = 2) -> InferenceService:
-    """Return the inference service of a small normal filter trained on 4 days of the stable sites (cached in ``cache``).
+def trained_model(cache: Path) -> LoadedModel:
+    """Return a small normal filter trained on 4 days of the stable sites (cached in ``cache``).
 
     About a minute on 2 CPU cores; AUROC about 0.94 on held-out stable-site studies.
     """
@@ -61,8 +61,12 @@ def trained_service(cache: Path, *, mc_samples: int = 2) -> InferenceService:
         cache.mkdir(parents=True, exist_ok=True)
         torch.save({**model.state_dict(), "_threshold": torch.tensor(threshold)}, weights)
     model.eval()
-    loaded = LoadedModel(model, "normal-filter", "1", threshold=threshold, image_size=IMAGE_SIZE)
-    return InferenceService(loaded, key=KEY, mc_samples=mc_samples)
+    return LoadedModel(model, "normal-filter", "1", threshold=threshold, image_size=IMAGE_SIZE)
+
+
+def trained_service(cache: Path, *, mc_samples: int = 2) -> InferenceService:
+    """Return the inference service of :func:`trained_model`."""
+    return InferenceService(trained_model(cache), key=KEY, mc_samples=mc_samples)
 
 
 def scenario(name: str, volume: int = 200) -> Scenario:
@@ -270,3 +274,28 @@ def judge(name: str, raised: list[Raised], last_day: int, grace_days: int = 2) -
         )
 
     return Verdict(name, detected, [r for r in raised if not explained(r)])
+
+
+def small_world(
+    url: str, storage: Path, *, per_site: int = 20, image_px: int = 64, days: tuple[int, ...] = (0,)
+) -> None:
+    """Simulate ``days`` of the stable scenario at ``per_site`` studies per site into ``url`` (migrated here):
+    real DICOM files under ``storage``, ground truth, feedback and inference logs from a tiny untrained model
+    (seeded): enough for the labeling loop, which needs studies, not a good model."""
+    torch.manual_seed(0)
+    model = NormalFilterNet(NetConfig(init_features=8, growth_rate=4, block_config=(2, 2)))
+    service = InferenceService(LoadedModel(model, "m", "1", threshold=0.5, image_size=32), key="k", mc_samples=0)
+    world = with_volume(load_scenario(ROOT / "scenarios" / "stable.yaml"), per_site=per_site)
+    world = world.model_copy(update={"image_size": image_px})
+    engine = make_engine(url)
+    upgrade(engine)
+    simulate(
+        world,
+        engine=engine,
+        storage_root=storage,
+        key="k",
+        days=list(days),
+        service_for=lambda _: service,
+        progress=False,
+    )
+    engine.dispose()

@@ -37,6 +37,29 @@ class Settings(BaseSettings):
     model_name: str = Field(default="cxr-normal-filter", description="Registered model name.")
     label_studio_url: str = Field(default="http://127.0.0.1:8080")
     label_studio_token: SecretStr | None = None
+    label_studio_document_root: str = Field(
+        default=str(DEFAULT_DATA_DIR / "label-studio-files"),
+        description=(
+            "Folder Label Studio serves local files from (its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), at the same "
+            "path on the pipeline's side: PNG renderings for labeling are written under it."
+        ),
+    )
+    label_studio_project_prefix: str = Field(
+        default="pipeline/",
+        description="Prefix of the Label Studio project titles the pipeline owns (``<prefix><kind>``).",
+    )
+    label_studio_image_size_px: int = Field(
+        default=1024, ge=16, description="Longest side of the PNG renderings shown to annotators, in pixels."
+    )
+    label_studio_attempts: int = Field(
+        default=4, ge=1, description="Tries per Label Studio request on connection errors and 5xx answers."
+    )
+    label_studio_backoff_s: float = Field(
+        default=1.0, ge=0, description="First wait between two tries; it doubles after each failed try."
+    )
+    new_labels_threshold: int = Field(
+        default=50, ge=1, description="New labels a sync must bring in before the 'new labels' asset is published."
+    )
     sentry_dsn: SecretStr | None = None
     pseudonym_key: SecretStr = Field(
         default=SecretStr("local-demo-key-change-me"),
