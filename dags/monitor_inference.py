@@ -7,8 +7,10 @@ and the technical health of every site and model version: volume against the usu
 by type, latency, silence. It writes the window's metrics (table `monitor_metrics`, shaped for
 Grafana), keeps one alert per ongoing problem (table `alerts`; Sentry when
 `PIPELINE_SENTRY_DSN` is set), writes the HTML report and the Data Docs under the storage root,
-and publishes the `pipeline://monitoring/window` asset when done. Re-running a window leaves
-the same state. Drift checks plug into the same run.
+and publishes the `pipeline://monitoring/window` asset when done; when a drift alert opens at a
+site it also publishes `pipeline://monitoring/drift-alert` (its extra names the day and the
+sites), on which `select_for_relabeling` picks studies at once. Re-running a window leaves the
+same state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from pipeline.callbacks import default_args
 
 MONITORING_WINDOW = Asset("pipeline://monitoring/window")
+DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 
 
 @dag(
@@ -47,7 +50,18 @@ def monitor_inference() -> None:
 
         return monitor_window(data_interval_start.isoformat(), data_interval_end.isoformat())
 
-    migrate_store() >> check_window()
+    @task.short_circuit
+    def drift_opened(summary: dict) -> bool:  # type: ignore[type-arg]
+        return bool(summary["drift_opened"])
+
+    @task(outlets=[DRIFT_ALERT])
+    def announce_drift(summary: dict, outlet_events=None) -> list[str]:  # type: ignore[no-untyped-def,type-arg]
+        outlet_events[DRIFT_ALERT].extra = {"day": summary["window_start"][:10], "sites": summary["drift_opened"]}
+        return summary["drift_opened"]
+
+    summary = check_window()
+    migrate_store() >> summary
+    drift_opened(summary) >> announce_drift(summary)
 
 
 monitor_inference()

@@ -301,6 +301,46 @@ def select(day: Any, budget: int | None, json_path: Path | None) -> None:
     write_json(json_path, selection.as_json())
 
 
+@main.command("push")
+@JSON_OPTION
+def push(json_path: Path | None) -> None:
+    """Put the queued picks into Label Studio: a rendered image without patient identifiers, the model's
+    answer and score pre-filled. Tasks already there are found again, never duplicated."""
+    from pipeline.tasks import push_to_label_studio
+
+    summary = _label_studio(push_to_label_studio)
+    click.echo(f"pushed {summary['pushed']} ({summary['created']} created, {summary['found']} found again)")
+    if summary["unrenderable"]:
+        click.echo(f"  {len(summary['unrenderable'])} studies could not be rendered; they stay queued", err=True)
+    write_json(json_path, summary)
+
+
+@main.command("sync")
+@JSON_OPTION
+def sync(json_path: Path | None) -> None:
+    """Pull finished annotations from Label Studio into the label store (incremental, safe to repeat);
+    agreement per project; disagreements go to adjudication."""
+    from pipeline.tasks import sync_labels
+
+    summary = _label_studio(sync_labels)
+    click.echo(f"{summary['new']} new labels, {summary['updated']} updated")
+    for project, p in summary["projects"].items():
+        kappa = "" if p["kappa"] is None else f", {p['kappa_statistic']} {p['kappa']:.3f}"
+        click.echo(f"  {project:14} {p['new']:5} new{kappa}")
+    if summary["new_labels_ready"]:
+        click.echo(f"enough new labels for retraining (>= {summary['new_labels_threshold']})")
+    write_json(json_path, summary)
+
+
+def _label_studio(call: Any) -> Any:
+    from pipeline.labeling import LabelStudioUnavailable
+
+    try:
+        return call()
+    except LabelStudioUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _utc(moment: Any) -> Any:
     from datetime import UTC
 

@@ -59,6 +59,14 @@ def monitor_window(start: str, end: str) -> dict[str, Any]:
         "studies": result.studies,
         "findings": [f.alert_id for f in result.findings],
         "changes": {c.alert_id: c.event for c in result.changes},
+        # Sites whose drift alert opened (or reopened) in this window: the selection runs on them.
+        "drift_opened": sorted(
+            {
+                c.finding.site
+                for c in result.changes
+                if c.finding is not None and c.finding.kind == "drift" and c.event in ("opened", "reopened")
+            }
+        ),
         "insufficient_data": list(result.insufficient),
         "failed_expectations": [o.key for o in result.quality.failed()] if result.quality else [],
     }
@@ -83,3 +91,47 @@ def select_studies(day: str, budget: int | None = None) -> dict[str, Any]:
     summary = selection.as_json()
     summary.pop("studies")
     return summary
+
+
+def selection_day(param: str | None, event_days: list[str | None], run_at: Any) -> str:
+    """Return the day a selection run picks for: the ``day`` param, else the newest drift alert's day,
+    else the day before the run."""
+    from datetime import timedelta
+
+    if param:
+        return str(param)
+    days = [d for d in event_days if d]
+    if days:
+        return max(days)
+    return (run_at - timedelta(days=1)).date().isoformat()
+
+
+def push_to_label_studio() -> dict[str, Any]:
+    """Turn every queued pick into a Label Studio task (rendered image, the model's answer pre-filled); return
+    counts. Tasks a crashed run created are found again, not duplicated."""
+    from pipeline.labeling import make_client, push_queued
+    from pipeline.store import make_engine
+
+    configure_logging()
+    settings = get_settings()
+    result = push_queued(make_engine(settings.db_url), make_client(settings), settings.label_studio_document_root)
+    return {
+        "created": result.created,
+        "found": result.found,
+        "pushed": result.pushed,
+        "unrenderable": list(result.unrenderable),
+        "per_project": dict(result.per_project),
+    }
+
+
+def sync_labels() -> dict[str, Any]:
+    """Pull finished annotations into the label store; return counts, agreement and ``new_labels_ready``."""
+    from datetime import UTC, datetime
+
+    from pipeline.labeling import make_client, sync_annotations
+    from pipeline.store import make_engine
+
+    configure_logging()
+    settings = get_settings()
+    result = sync_annotations(make_engine(settings.db_url), make_client(settings), now=datetime.now(UTC))
+    return result.as_dict()
