@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv venv-labelstudio venv-evidently install test test-fast lint format typecheck demo \
-	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift clean
+	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-monitor: venv  ## The whole monitor run on a 1,000,000-study window beside
 
 bench-drift: venv venv-evidently  ## Drift checks beside Evidently's DataDriftPreset: 1M vs 1M rows, and every scenario day by day
 	cd bench && ../$(BIN)/python bench_drift.py --rows 1000000 --repeats 3 --scenarios --out results/drift.json
+
+bench-selection: venv  ## Errors caught per label by each selection strategy (5% budget) and what 300 labels teach
+	$(BIN)/python bench/bench_selection.py --out bench/results/selection.json
 
 bench-simulate: venv  ## Studies/s generated at 128 and 1024 px (with DICOM write) and through the inference service
 	$(BIN)/python bench/bench_simulate.py --out bench/results/simulate.json
