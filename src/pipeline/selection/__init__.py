@@ -4,22 +4,24 @@ from pipeline.selection.select import (
     PROJECT,
     Selection,
     SelectionConfig,
-    k_center,
+    duplicate_radius,
     open_drift_sites,
     pick,
     read_candidates,
     score_candidates,
     select_for_relabeling,
+    spread,
 )
 
 __all__ = [
     "PROJECT",
     "Selection",
     "SelectionConfig",
-    "k_center",
+    "duplicate_radius",
     "open_drift_sites",
     "pick",
     "read_candidates",
     "score_candidates",
     "select_for_relabeling",
+    "spread",
 ]

@@ -2,17 +2,19 @@
 
 A day's selection reads the successful studies of the last ``lookback_days`` (and the radiologists'
 outcomes reported by the day's end), splits a budget between four strategies, caps every site's
-share, spreads each strategy's picks over the embedding space (greedy k-center: no near-duplicates)
-and writes the picks to ``relabel_queue`` with every reason each was picked for. A study is never
+share, takes each strategy's candidates best first but skips near-duplicates of studies already
+picked (in embedding space) and writes the picks to ``relabel_queue`` with every reason each was picked for. A study is never
 picked twice; running the selection again for the same day tops the day up to its budget, so a
 second run with nothing new changes nothing.
 
 Strategies (``Pick``):
 
 - ``error``: the radiologist overturned the model's decision (``feedback.agrees_with_model`` false);
-  the most confident mistakes first. Project ``error_review``.
-- ``uncertain``: high entropy, high MC-dropout variance, or a score near the deployed threshold
-  (the highest of the three percentile ranks). Project ``relabeling``.
+  misses (closed as normal, abnormal for the radiologist) first, then the most confident mistakes.
+  Project ``error_review``.
+- ``uncertain``: studies the filter closed as normal (nobody reads them) near the deployed threshold
+  in logits or with a high MC-dropout variance (the higher of the two percentile ranks). Project
+  ``relabeling``.
 - ``drift``: studies at a site with an open drift alert, the most unusual (farthest from the
   site's earlier studies in embedding space) first. Project ``relabeling``.
 - ``random``: a uniform sample of every study, for unbiased estimates. Project ``clinical_qa``.
@@ -23,12 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from scipy import special
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -55,28 +59,39 @@ class SelectionConfig:
     Args:
         budget: studies picked per day at most (all strategies, all sites).
         site_cap: the largest share of the budget one site may take.
+        drift_site_cap: the same for a site with an open drift alert (where labels are needed most).
         shares: the budget's split between strategies; what one cannot fill goes to the others
             (in the order error, drift, uncertain, random).
+        drift_share_on_alert: while some site has an open drift alert, the drift strategy's share
+            of the budget (the others keep their proportions in the rest); None keeps ``shares``.
         lookback_days: candidates are the studies received in the ``lookback_days`` days up to the
             day's end (feedback comes back up to a week late).
-        near_threshold: a score within this distance of the deployed threshold counts as uncertain.
-        pool_factor: k-center runs over the ``pool_factor`` x quota best candidates of a strategy.
+        near_threshold: a study closed as normal within this many logits of the deployed threshold
+            counts as uncertain (so does one in the top quarter of closeness or MC-dropout variance).
+        duplicate_quantile: two studies closer in embedding space than this quantile of the distances
+            between random pairs of candidates are near-duplicates; the second is skipped while
+            others are left.
         seed: the random control sample's seed (mixed with the day).
     """
 
     budget: int = 200
     site_cap: float = 0.4
+    drift_site_cap: float = 0.6
     shares: dict[Pick, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
+    drift_share_on_alert: float | None = 0.5
     lookback_days: int = 7
-    near_threshold: float = 0.1
-    pool_factor: int = 4
+    near_threshold: float = 1.0
+    duplicate_quantile: float = 0.02
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.budget < 0:
             raise ValueError(f"budget must be >= 0, got {self.budget}")
-        if not 0 < self.site_cap <= 1:
-            raise ValueError(f"site_cap must lie in (0, 1], got {self.site_cap}")
+        for name in ("site_cap", "drift_site_cap"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        if self.drift_share_on_alert is not None and not 0 <= self.drift_share_on_alert <= 1:
+            raise ValueError(f"drift_share_on_alert must lie in [0, 1], got {self.drift_share_on_alert}")
         unknown = set(self.shares) - set(Pick)
         if unknown:
             raise ValueError(
@@ -178,25 +193,30 @@ def score_candidates(frame: pd.DataFrame, drifting: dict[str, str], config: Sele
     """Add, per strategy, whether each study qualifies (``is_<pick>``), its priority (``<pick>_priority``) and
     the reason's detail (``<pick>_detail``)."""
     out = frame.copy()
-    prob = out["prob_abnormal"].astype(float)
-    threshold = out["threshold"].astype(float)
-    margin = (prob - threshold).abs()
+    prob = np.clip(out["prob_abnormal"].astype(float), 1e-6, 1 - 1e-6)
+    threshold = np.clip(out["threshold"].astype(float), 1e-6, 1 - 1e-6)
+    # Distance to the deployed threshold in logits: a filter tuned for 99% sensitivity has its
+    # threshold near 0 in probability, where absolute differences say nothing.
+    margin = pd.Series(np.abs(special.logit(prob) - special.logit(threshold)), index=out.index)
+    closed = (out["decision"] == "normal").to_numpy(dtype=bool)
 
     wrong = out["agrees_with_model"].eq(False).fillna(False).to_numpy(dtype=bool)
+    missed = wrong & closed  # closed as normal, abnormal for the radiologist: the error that matters
     out["is_error"] = wrong
-    out["error_priority"] = margin.to_numpy(dtype=np.float64)  # the surest mistakes teach most
+    out["error_priority"] = margin.to_numpy(dtype=np.float64) + np.where(missed, 1e3, 0.0)  # misses, then surest
     out["error_detail"] = [
         {"decision": d, "radiologist_abnormal": bool(a)} if w else None
         for d, a, w in zip(out["decision"], out["final_abnormal"], wrong, strict=True)
     ]
 
-    ranks = np.vstack([_percentile(out["entropy"]), _percentile(out["epistemic_var"]), _percentile(-margin)])
-    out["uncertain_priority"] = ranks.max(axis=0)
+    # Uncertain among the studies the filter closed: nobody reads them, and a miss hides there.
+    # (A study sent to a radiologist is read anyway; its report comes back as feedback.)
+    ranks = np.vstack([_percentile(-margin), _percentile(out["epistemic_var"])])
+    out["uncertain_priority"] = np.where(closed, ranks.max(axis=0), 0.0)
     near = (margin <= config.near_threshold).to_numpy(dtype=bool)
-    top_quarter = out["uncertain_priority"].to_numpy() >= 0.75
-    out["is_uncertain"] = near | top_quarter
+    out["is_uncertain"] = closed & (near | (ranks.max(axis=0) >= 0.75))
     out["uncertain_detail"] = [
-        {"entropy": _round(e), "epistemic_var": _round(v), "margin": _round(m)}
+        {"entropy": _round(e), "epistemic_var": _round(v), "logit_margin": _round(m)}
         for e, v, m in zip(out["entropy"], out["epistemic_var"], margin, strict=True)
     ]
 
@@ -244,37 +264,42 @@ def _unusualness(frame: pd.DataFrame, at_drifting: np.ndarray) -> np.ndarray:
 # --- picking ------------------------------------------------------------------------------------------------------
 
 
-def k_center(vectors: np.ndarray, order: np.ndarray, k: int, chosen: np.ndarray | None = None) -> list[int]:
-    """Return ``k`` indices from ``order`` spread over ``vectors`` (greedy k-center).
+def spread(vectors: np.ndarray | None, order: Sequence[int], k: int, taken: Sequence[int], radius: float) -> list[int]:
+    """Return up to ``k`` of ``order`` (best first), skipping near-duplicates while others are left.
 
-    The first pick is ``order[0]`` unless ``chosen`` (indices already picked) seeds the centres; each
-    next pick is the candidate farthest from every centre, ties going to the earlier in ``order``.
+    A candidate within ``radius`` of a study already picked (``taken`` or earlier in this walk) is
+    set aside; the set-aside ones fill what is left of ``k``, in order.
     """
-    order = np.asarray(order, dtype=np.int64)
-    k = min(k, len(order))
-    if k <= 0:
-        return []
-    pool = vectors[order]
-    nearest = np.full(len(order), np.inf)
-    if chosen is not None and len(chosen):
-        centres = vectors[np.asarray(chosen, dtype=np.int64)]
-        for start in range(0, len(centres), 256):
-            d = np.linalg.norm(pool[:, None, :] - centres[None, start : start + 256, :], axis=2)
-            nearest = np.minimum(nearest, d.min(axis=1))
     picked: list[int] = []
-    taken = np.zeros(len(order), dtype=bool)
-    for _ in range(k):
-        i = int(np.argmax(np.where(taken, -1.0, nearest)))  # all infinite at first: order[0]
-        picked.append(int(order[i]))
-        taken[i] = True
-        nearest = np.minimum(nearest, np.linalg.norm(pool - pool[i], axis=1))
-    return picked
+    aside: list[int] = []
+    centres = [vectors[i] for i in taken] if vectors is not None else []
+    for i in order:
+        if len(picked) >= k:
+            break
+        if vectors is not None and centres:
+            nearest = float(np.min(np.linalg.norm(np.asarray(centres) - vectors[i], axis=1)))
+            if nearest < radius:
+                aside.append(int(i))
+                continue
+        picked.append(int(i))
+        if vectors is not None:
+            centres.append(vectors[i])
+    return picked + aside[: k - len(picked)]
+
+
+def duplicate_radius(vectors: np.ndarray | None, quantile: float, rng: np.random.Generator) -> float:
+    """Return the distance below which two candidates count as near-duplicates (a low quantile of random pairs)."""
+    if vectors is None or len(vectors) < 2:
+        return 0.0
+    a, b = rng.integers(0, len(vectors), size=(2, 4000))
+    distances = np.linalg.norm(vectors[a] - vectors[b], axis=1)[a != b]
+    return float(np.quantile(distances, quantile)) if distances.size else 0.0
 
 
 def _quotas(budget: int, shares: dict[Pick, float], available: dict[Pick, int]) -> dict[Pick, int]:
     """Split ``budget`` by ``shares``; what a strategy cannot fill passes to the next ones."""
     total = sum(shares.values())
-    quota = {p: min(available.get(p, 0), math.floor(budget * shares.get(p, 0.0) / total)) for p in Pick}
+    quota = {p: min(available.get(p, 0), math.floor(budget * shares.get(p, 0.0) / total + 1e-9)) for p in Pick}
     left = budget - sum(quota.values())
     for p in (Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN, Pick.RANDOM):
         extra = min(left, available.get(p, 0) - quota[p])
@@ -291,37 +316,42 @@ def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.ran
             strategy=pd.Series(dtype=str), reasons=pd.Series(dtype=str), priority=pd.Series(dtype=float)
         )
     vectors = _unit_embeddings(scored)
-    site_left = {s: max(1, math.floor(config.site_cap * config.budget)) for s in scored["site"].unique()}
+    drifting = set(scored.loc[scored["is_drift"], "site"])
+    site_left = {
+        s: max(1, math.floor((config.drift_site_cap if s in drifting else config.site_cap) * config.budget))
+        for s in scored["site"].unique()
+    }
     available = {p: int(scored[f"is_{p}"].sum()) for p in Pick}
-    quota = _quotas(budget, config.shares, available)
+    shares = dict(config.shares)
+    if drifting and config.drift_share_on_alert is not None and config.shares.get(Pick.DRIFT, 0.0) > 0:
+        others = sum(v for p, v in shares.items() if p is not Pick.DRIFT)
+        rest = 1.0 - config.drift_share_on_alert
+        shares = {p: (config.drift_share_on_alert if p is Pick.DRIFT else rest * v / others) for p, v in shares.items()}
+    quota = _quotas(budget, shares, available)
     taken: list[int] = []
     strategy: dict[int, Pick] = {}
     random_order = rng.permutation(len(scored))
+    sites = scored["site"].to_numpy()
+
+    radius = duplicate_radius(vectors, config.duplicate_quantile, rng)
 
     def take(p: Pick, k: int) -> None:
         ok = scored[f"is_{p}"].to_numpy(dtype=bool).copy()
         ok[taken] = False
         if p is Pick.RANDOM:
-            order = np.array([i for i in random_order if ok[i]], dtype=np.int64)
+            order = [int(i) for i in random_order if ok[i]]
         else:
             priority = scored[f"{p}_priority"].to_numpy(dtype=np.float64)
-            order = np.flatnonzero(ok)[np.argsort(-priority[ok], kind="stable")]
-        # Respect the site caps in priority order, then spread what is left over the embedding space.
-        pool: list[int] = []
+            order = [int(i) for i in np.flatnonzero(ok)[np.argsort(-priority[ok], kind="stable")]]
         room = dict(site_left)
-        for i in order:
-            site = scored["site"].iat[i]
-            if room[site] > 0:
-                pool.append(int(i))
-                room[site] -= 1
-            if len(pool) >= k * config.pool_factor:
-                break
-        if p is Pick.RANDOM or vectors is None:
-            chosen = pool[:k]
-        else:
-            chosen = _capped_k_center(vectors, np.array(pool), k, np.array(taken), scored["site"], site_left)
+        capped = []
+        for i in order:  # the site caps, in priority order
+            if room[sites[i]] > 0:
+                capped.append(i)
+                room[sites[i]] -= 1
+        chosen = capped[:k] if p is Pick.RANDOM else spread(vectors, capped, k, taken, radius)
         for i in chosen:
-            site_left[scored["site"].iat[i]] -= 1
+            site_left[sites[i]] -= 1
             strategy[i] = p
         taken.extend(chosen)
 
@@ -331,7 +361,7 @@ def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.ran
             take(p, quota[p])
     # What a strategy could not fill (its candidates taken by another, or capped) passes on.
     for p in (Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN, Pick.RANDOM):
-        if len(taken) < budget and config.shares.get(p, 0.0) > 0:
+        if len(taken) < budget and shares.get(p, 0.0) > 0:
             take(p, budget - len(taken))
     rows = scored.iloc[taken].copy()
     rows["strategy"] = [str(strategy[i]) for i in taken]
@@ -345,23 +375,6 @@ def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.ran
     ]
     rows["priority"] = [float(scored[f"{strategy[i]}_priority"].iat[i]) for i in taken]
     return rows
-
-
-def _capped_k_center(
-    vectors: np.ndarray, pool: np.ndarray, k: int, chosen: np.ndarray, sites: pd.Series, site_left: dict[str, int]
-) -> list[int]:
-    """k-center over ``pool``, skipping a candidate whose site has no room left."""
-    picked: list[int] = []
-    room = dict(site_left)
-    remaining = pool
-    while len(picked) < k and len(remaining):
-        seeds = np.concatenate([chosen, np.array(picked, dtype=np.int64)]).astype(np.int64)
-        (i,) = k_center(vectors, remaining, 1, seeds if len(seeds) else None)
-        remaining = remaining[remaining != i]
-        if room[sites.iat[i]] > 0:
-            room[sites.iat[i]] -= 1
-            picked.append(i)
-    return picked
 
 
 # --- the day's run ------------------------------------------------------------------------------------------------

@@ -8,23 +8,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.selection import SelectionConfig, k_center, pick, score_candidates
+from pipeline.selection import SelectionConfig, duplicate_radius, pick, score_candidates, spread
 from pipeline.store.schema import Pick
 from tests.factories import inference_log_rows
 
 
-def test_k_center_takes_one_from_each_cluster_before_a_second_from_any():
+def test_spread_keeps_priority_order_but_skips_near_duplicates_while_others_are_left():
     rng = np.random.default_rng(0)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
     points = np.vstack([c + rng.normal(0, 0.1, (25, 2)) for c in centres])  # 4 clusters of 25 near-duplicates
-    picked = k_center(points, np.arange(100), 4)
-    assert sorted(i // 25 for i in picked) == [0, 1, 2, 3]
-    assert picked[0] == 0  # the first in priority order starts
+    order = np.arange(100)  # best first: the whole first cluster, then the second, ...
+    assert spread(points, order, 4, [], radius=1.0) == [0, 25, 50, 75]
+    assert spread(points, order, 6, [], radius=1.0) == [0, 25, 50, 75, 1, 2]  # the set-aside fill up, in order
+    rest = [i for i in order if i not in (0, 25)]
+    assert spread(points, rest, 3, [0, 25], radius=1.0) == [50, 75, 1]  # earlier picks count too
+    assert spread(None, order, 3, [], radius=1.0) == [0, 1, 2]  # no embeddings: plain priority order
 
 
-def test_k_center_seeded_with_earlier_picks_avoids_their_neighbourhood():
-    points = np.array([[0.0], [0.1], [5.0], [9.9], [10.0]])
-    assert k_center(points, np.array([1, 2, 3]), 1, chosen=np.array([0, 4])) == [2]
+def test_duplicate_radius_is_a_low_quantile_of_random_pair_distances():
+    points = np.random.default_rng(1).normal(size=(500, 8))
+    radius = duplicate_radius(points, 0.02, np.random.default_rng(2))
+    pairs = np.linalg.norm(points[:250] - points[250:], axis=1)
+    assert np.quantile(pairs, 0.005) < radius < np.quantile(pairs, 0.1)
+    assert duplicate_radius(None, 0.02, np.random.default_rng(2)) == 0.0
 
 
 def candidates(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -52,14 +58,17 @@ def test_every_error_is_picked_first_and_every_pick_says_why():
             assert reasons["error"]["radiologist_abnormal"] != (row.decision == "abnormal")
 
 
-def test_a_drifting_site_gets_drift_picks_within_its_cap():
-    config = SelectionConfig(budget=100, site_cap=0.3)
+def test_a_drifting_site_gets_half_the_budget_for_drift_within_its_own_cap():
+    config = SelectionConfig(budget=100, site_cap=0.3, drift_site_cap=0.6)
     scored = score_candidates(candidates(), {"riverside": "a1"}, config)
     picks = pick(scored, 100, config, np.random.default_rng(0))
-    assert picks["site"].value_counts().max() <= 30
+    per_site = picks["site"].value_counts()
+    assert per_site["riverside"] <= 60 and per_site.drop("riverside").max() <= 30
     drift = picks[picks["strategy"] == str(Pick.DRIFT)]
-    assert len(drift) > 0 and set(drift["site"]) == {"riverside"}
+    assert 45 <= len(drift) <= 50 and set(drift["site"]) == {"riverside"}  # half the budget, less what the cap took
     assert all(json.loads(r)["drift"] == {"alert_id": "a1"} for r in drift["reasons"])
+    quiet = pick(score_candidates(candidates(), {}, config), 100, config, np.random.default_rng(0))
+    assert quiet["site"].value_counts().max() <= 30 and str(Pick.DRIFT) not in set(quiet["strategy"])
 
 
 def test_uncertain_picks_are_more_uncertain_than_the_rest():
@@ -76,6 +85,8 @@ def test_uncertain_picks_are_more_uncertain_than_the_rest():
     [
         ({"budget": -1}, "budget must be >= 0"),
         ({"site_cap": 0.0}, "site_cap must lie in"),
+        ({"drift_site_cap": 1.5}, "drift_site_cap must lie in"),
+        ({"drift_share_on_alert": -0.1}, "drift_share_on_alert must lie in"),
         ({"shares": {"oracle": 1.0}}, "unknown strategies"),
         ({"shares": {Pick.ERROR: 0.0}}, "not all 0"),
         ({"lookback_days": 0}, "lookback_days must be >= 1"),
