@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipeline.dicom.errors import DicomError, DicomWriteError, NotChestRadiograph, UnreadableDicom, UnsupportedPixelData
 from pipeline.dicom.meta import AcquisitionMeta, StudyMeta, derived_uid, format_age, synthetic_study_meta, uid_from
-from pipeline.dicom.pseudonymize import STUDY_ID_HEX_CHARS, pseudonymize_uid
+from pipeline.dicom.pseudonymize import STUDY_ID_HEX_CHARS, pseudonymize_patient_id, pseudonymize_uid
 from pipeline.dicom.read import (
     RADIOGRAPH_MODALITIES,
     ImageStats,
@@ -43,6 +43,7 @@ __all__ = [
     "image_statistics",
     "load_study",
     "parse_age",
+    "pseudonymize_patient_id",
     "pseudonymize_uid",
     "read_pixels",
     "read_study",

@@ -1,4 +1,4 @@
-"""Pseudonymous study ids: a keyed hash of the StudyInstanceUID."""
+"""Pseudonymous ids: a keyed hash of the StudyInstanceUID (study id) or of the PatientID (patient key)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,22 @@ def pseudonymize_uid(uid: str, key: str | bytes) -> str:
         raise ValueError("the pseudonymisation key must not be empty")
     digest = hmac.new(key_bytes, clean.encode("ascii", errors="replace"), hashlib.sha256).hexdigest()
     return digest[:STUDY_ID_HEX_CHARS]
+
+
+PATIENT_DOMAIN = "PatientID:"
+"""Prefix hashed with a PatientID, so that a PatientID equal to some StudyInstanceUID gives another id."""
+
+
+def pseudonymize_patient_id(patient_id: str, key: str | bytes) -> str:
+    """Return the pseudonymous patient key of ``patient_id``: 32 hex characters of HMAC-SHA256 under ``key``.
+
+    It groups a patient's studies (so a dataset can be split by patient) without identifying
+    the patient. Padding is ignored as for UIDs.
+
+    Raises:
+        ValueError: when ``patient_id`` or ``key`` is empty.
+    """
+    clean = patient_id.strip("\x00 ")
+    if not clean:
+        raise ValueError("cannot pseudonymize an empty PatientID")
+    return pseudonymize_uid(PATIENT_DOMAIN + clean, key)

@@ -24,7 +24,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DT
 
 from pipeline.dicom.errors import DicomError, NotChestRadiograph, UnreadableDicom, UnsupportedPixelData
-from pipeline.dicom.pseudonymize import pseudonymize_uid
+from pipeline.dicom.pseudonymize import pseudonymize_patient_id, pseudonymize_uid
 
 RADIOGRAPH_MODALITIES: tuple[str, ...] = ("CR", "DX", "DR")
 """Modalities the normal filter accepts (DR is not a DICOM term but some devices write it)."""
@@ -61,7 +61,7 @@ class StudyRecord:
     """The pseudonymous tag record of one study; field names are columns of the store's ``studies`` table.
 
     The caller adds ``site`` and ``dicom_uri``. No patient name, id, birth date, accession
-    number or original UID is kept.
+    number or original UID is kept; ``patient_key`` is a keyed hash of the PatientID, like the study id.
     """
 
     study_id: str
@@ -86,6 +86,7 @@ class StudyRecord:
     img_p50: float
     img_p99: float
     img_clipped_frac: float
+    patient_key: str | None = None  # keyed hash of the PatientID; None when the file has none
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,6 +236,11 @@ def _acquired_at(ds: Dataset) -> datetime | None:
     return None
 
 
+def _patient_key(ds: Dataset, key: str | bytes) -> str | None:
+    patient_id = _text(ds, "PatientID")
+    return pseudonymize_patient_id(patient_id, key) if patient_id else None
+
+
 def _open(source: Source, name: str) -> Dataset:
     try:
         return pydicom.dcmread(source, force=False)
@@ -369,6 +375,7 @@ def _load(source: Source, key: str | bytes) -> LoadedStudy:
             img_p50=stats.p50,
             img_p99=stats.p99,
             img_clipped_frac=stats.clipped_frac,
+            patient_key=_patient_key(ds, key),
         )
     except DicomError:
         raise

@@ -82,6 +82,8 @@ studies = sa.Table(
     sa.Column("img_p50", sa.Float),
     sa.Column("img_p99", sa.Float),
     sa.Column("img_clipped_frac", sa.Float),
+    # keyed hash of the PatientID (same key as study ids): groups a patient's studies, identifies nobody
+    sa.Column("patient_key", sa.String(STUDY_ID_LENGTH), index=True),
 )
 
 inference_logs = sa.Table(
@@ -190,6 +192,7 @@ alerts = sa.Table(
     sa.Index("ix_alerts_status_kind", "status", "kind"),
 )
 
+
 class Pick(enum.StrEnum):
     """Why a study was picked for labeling (a study may have several reasons; the first is its strategy)."""
 
@@ -245,6 +248,40 @@ labels = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+SNAPSHOT_HASH_LENGTH = 32  # hex characters; MLflow keeps a dataset digest in 36 characters
+
+dataset_snapshots = sa.Table(
+    "dataset_snapshots",
+    metadata,
+    # A frozen training set, keyed by the hash of its content: building the same set again stores nothing.
+    sa.Column("snapshot_hash", sa.String(SNAPSHOT_HASH_LENGTH), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),  # JSON: how the first build that produced it was configured
+    sa.Column("counts", sa.Text, nullable=False),  # JSON: studies per split and label, and what was left out
+    sa.Column("n_items", sa.Integer, nullable=False),
+)
+
+snapshot_items = sa.Table(
+    "snapshot_items",
+    metadata,
+    sa.Column(
+        "snapshot_hash",
+        sa.String(SNAPSHOT_HASH_LENGTH),
+        sa.ForeignKey("dataset_snapshots.snapshot_hash", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("dicom_uri", sa.Text, nullable=False),
+    sa.Column("label", sa.SmallInteger, nullable=False),  # 1 abnormal, 0 normal
+    sa.Column("split", sa.String(8), nullable=False),  # train, val, test
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # adjudication, consensus, feedback, single
+    sa.Column("weight", sa.Float, nullable=False),  # loss weight; below 1 for a single annotator's label
+    sa.Column("patient_key", sa.String(STUDY_ID_LENGTH), nullable=False),  # the split unit
+    sa.CheckConstraint("label IN (0, 1)", name="label_binary"),
+    sa.CheckConstraint("weight > 0", name="weight_positive"),
 )
 
 

@@ -1,28 +1,53 @@
-"""The training loop: MONAI data path, class-imbalance weighting, early stopping on validation AUROC."""
+"""The training loop: MONAI data path, class-imbalance weighting, early stopping on validation AUROC.
+
+A run with a ``checkpoint_dir`` writes ``last.pt`` after every epoch (model, optimiser,
+scheduler, best state so far, history, RNG states) and, started again with the same data and
+config, resumes after the last finished epoch. Every epoch re-seeds its random streams from
+(seed, epoch), so a resumed run reaches the same weights as one that was never interrupted.
+A study whose DICOM cannot be read is skipped and named in ``TrainResult.skipped``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, DataLoader
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.transforms import Compose
 from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from pipeline.training.model import NetConfig, NormalFilterNet, calibrate_head
-from pipeline.training.transforms import preprocess
+from pipeline.training.transforms import UNREADABLE_KEY, PrepareStudyd, finish
 
 log = logging.getLogger(__name__)
 
 
+CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = 1
+
+
 class TrainingDataError(ValueError):
     """A training set that cannot train a model (empty, or a single class); raised before any training."""
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint directory holds a run on other data or with another config: it cannot be resumed."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +64,10 @@ class TrainConfig:
     num_workers: int = 0
     target_sensitivity: float = 0.98  # the bootstrap threshold keeps this sensitivity on validation
     net: NetConfig = field(default_factory=NetConfig)
+    checkpoint_dir: Path | None = None  # write ``last.pt`` every epoch and resume from it
+    cache_dir: Path | None = None  # MONAI PersistentDataset cache of decoded studies (else in memory)
+    amp: bool = True  # bfloat16 autocast, on CUDA only
+    channels_last: bool = True  # channels-last memory format, on CUDA only
 
 
 @dataclass
@@ -52,10 +81,12 @@ class TrainResult:
     history: list[dict[str, float]]
     val_probs: np.ndarray
     val_labels: np.ndarray
+    skipped: list[str] = field(default_factory=list)  # ids (or paths) of studies whose DICOM could not be read
+    resumed_from_epoch: int | None = None  # the last finished epoch a checkpoint held (0-based), if resumed
 
 
 def _check_labels(name: str, items: Sequence[dict]) -> np.ndarray:
-    labels = np.array([int(i["label"]) for i in items])
+    labels = np.array([int(i["label"]) for i in items], dtype=np.int64)
     if len(labels) == 0:
         raise TrainingDataError(f"the {name} set is empty")
     if len(set(labels.tolist())) < 2:
@@ -76,8 +107,107 @@ def threshold_for_sensitivity(probs: np.ndarray, labels: np.ndarray, sensitivity
 def predict_probs(model: NormalFilterNet, loader: DataLoader, device: torch.device) -> np.ndarray:
     """Return P(abnormal) for every item of ``loader``, in order."""
     model.eval()
-    out = [torch.sigmoid(model(batch["image"].to(device))).cpu() for batch in loader]
+    out = [torch.sigmoid(model(batch["image"].to(device)).float()).cpu() for batch in loader]
     return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _items(items: Sequence[dict]) -> list[dict[str, Any]]:
+    """Return the items as the data path wants them: image path, label, loss weight (default 1) and an id."""
+    return [
+        {
+            "image": str(i["image"]),
+            "label": int(i["label"]),
+            "weight": float(i.get("weight", 1.0)),
+            "id": str(i.get("study_id", i["image"])),
+        }
+        for i in items
+    ]
+
+
+def _prepared(
+    items: list[dict[str, Any]], config: TrainConfig, name: str
+) -> tuple[torch.utils.data.Dataset, list[int], list[str]]:
+    """Decode and resize every study once (cached); return the cache, the readable indexes and the skipped ids."""
+    prepare = PrepareStudyd(config.image_size)
+    dataset: torch.utils.data.Dataset
+    if config.cache_dir is not None:
+        # the cache key is the item, so the image size names the folder: another size is another cache
+        folder = Path(config.cache_dir) / f"prepared_{config.image_size}px"
+        dataset = PersistentDataset(items, prepare, cache_dir=folder)
+    else:
+        dataset = CacheDataset(items, prepare, progress=False, num_workers=config.num_workers)
+    kept, skipped = [], []
+    for index in range(len(items)):
+        reason = dataset[index].get(UNREADABLE_KEY)
+        if reason is None:
+            kept.append(index)
+        else:
+            skipped.append(items[index]["id"])
+            log.warning("%s set: skipping study %s: %s", name, items[index]["id"], reason)
+    return dataset, kept, skipped
+
+
+def _seed_epoch(seed: int, epoch: int, augment: Compose) -> None:
+    """Seed every random stream an epoch uses from (seed, epoch) alone, so that a resumed epoch replays exactly."""
+    epoch_seed = (seed * 1_000_003 + epoch) % 2**32
+    random.seed(epoch_seed)
+    np.random.seed(epoch_seed)
+    torch.manual_seed(epoch_seed)  # also the CUDA generators: dropout, the loader's shuffling
+    augment.set_random_state(seed=epoch_seed)
+
+
+def _run_key(train_items: list[dict], val_items: list[dict], config: TrainConfig, init: NormalFilterNet | None) -> str:
+    """Return a digest of what determines a run (data, hyper-parameters, warm start); a checkpoint must match it."""
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in ("checkpoint_dir", "cache_dir", "num_workers", "amp", "channels_last")
+    }
+    digest = hashlib.sha256(json.dumps([train_items, val_items, settings], sort_keys=True, default=str).encode())
+    if init is not None:
+        for name, tensor in sorted(init.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _rng_states() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a reader sees the previous checkpoint or this one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """Return the checkpoint at ``path`` (tensors on the CPU), or None when there is none."""
+    if not path.exists():
+        return None
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def train(
@@ -88,46 +218,88 @@ def train(
     init_model: NormalFilterNet | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Train a normal filter on ``train_items`` and keep the epoch with the best validation AUROC.
 
     Args:
-        train_items: ``{"image": DICOM path, "label": 0 or 1}`` per study.
-        val_items: the same for validation (early stopping and the threshold).
+        train_items: ``{"image": DICOM path, "label": 0 or 1}`` per study, optionally ``"weight"`` (the
+            study's weight in the loss, default 1) and ``"study_id"`` (named when the study is skipped).
+        val_items: the same for validation (early stopping and the threshold); weights are ignored.
         config: hyper-parameters.
         init_model: warm start from this model (copied), else from scratch.
         progress: show a bar per epoch.
-        on_epoch: called with (epoch, metrics) after each epoch (e.g. to log to MLflow).
+        on_epoch: called with (epoch, metrics) after each epoch, once it is checkpointed (e.g. to log to MLflow).
+        checkpoint_dir: where ``last.pt`` goes every epoch (default ``config.checkpoint_dir``); a checkpoint
+            already there of the same run is resumed after its last finished epoch.
 
     Raises:
-        TrainingDataError: a set is empty or has one class.
+        TrainingDataError: a set is empty or has one class (before any training; also once unreadable
+            studies are left out).
+        CheckpointMismatch: ``checkpoint_dir`` holds a checkpoint of another run.
     """
-    train_labels = _check_labels("training", train_items)
-    val_labels = _check_labels("validation", val_items)
+    _check_labels("training", train_items)
+    _check_labels("validation", val_items)
+    checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else config.checkpoint_dir
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     set_determinism(seed=config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    on_cuda = device.type == "cuda"
     model = copy.deepcopy(init_model) if init_model is not None else NormalFilterNet(config.net)
     model.to(device)
+    if on_cuda and config.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
-    # CacheDataset keeps the decoded, resized studies and re-runs only the random augmentations per epoch.
-    train_ds = CacheDataset(
-        list(train_items), preprocess(config.image_size, train=True), progress=False, num_workers=config.num_workers
-    )
-    val_ds = CacheDataset(
-        list(val_items), preprocess(config.image_size), progress=False, num_workers=config.num_workers
-    )
+    items, val = _items(train_items), _items(val_items)
+    run_key = _run_key(items, val, config, init_model)
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint is not None and checkpoint.get("run_key") != run_key:
+        raise CheckpointMismatch(
+            f"{checkpoint_path} is a checkpoint of another run (other data, config or warm start): "
+            "give this run its own checkpoint_dir, or delete the old checkpoint to start over"
+        )
+
+    # Each study is decoded once, into memory (CacheDataset) or a disk cache that outlives the run
+    # (PersistentDataset); only the augmentations run again per epoch.
+    train_cache, train_kept, skipped = _prepared(items, config, "training")
+    val_cache, val_kept, val_skipped = _prepared(val, config, "validation")
+    skipped += val_skipped
+    train_labels = _check_labels("training", [items[i] for i in train_kept])
+    val_labels = _check_labels("validation", [val[i] for i in val_kept])
+    augment = finish(train=True)
+    train_ds = Dataset(Subset(train_cache, train_kept), augment)  # type: ignore[arg-type]
+    val_ds = Dataset(Subset(val_cache, val_kept), finish())  # type: ignore[arg-type]
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, num_workers=0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=0)
 
     pos_weight = torch.tensor((train_labels == 0).sum() / max(1, (train_labels == 1).sum()), device=device)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
 
     best_auroc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
-    for epoch in range(config.epochs):
+    first_epoch, finished, resumed_from = 0, False, None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        best_auroc, best_epoch, best_state = (
+            checkpoint["best_auroc"],
+            checkpoint["best_epoch"],
+            checkpoint["best_state"],
+        )
+        history = list(checkpoint["history"])
+        resumed_from, finished = int(checkpoint["epoch"]), bool(checkpoint["finished"])
+        first_epoch = resumed_from + 1
+        _restore_rng_states(checkpoint["rng"])
+        log.info("resuming from %s after epoch %d%s", checkpoint_path, resumed_from + 1, " (finished)" * finished)
+
+    for epoch in range(first_epoch, config.epochs):
+        if finished:
+            break
         started = time.perf_counter()
+        _seed_epoch(config.seed, epoch, augment)
         model.train()
         total, seen = 0.0, 0
         bar = tqdm(
@@ -135,8 +307,13 @@ def train(
         )
         for batch in bar:
             images, labels = batch["image"].to(device), batch["label"].float().to(device)
+            weights = batch["weight"].float().to(device)
+            if on_cuda and config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             optimiser.zero_grad()
-            loss = loss_fn(model(images), labels)
+            with _autocast(on_cuda and config.amp):
+                logits = model(images)
+            loss = (loss_fn(logits.float(), labels) * weights).mean()
             loss.backward()
             optimiser.step()
             total += loss.item() * len(labels)
@@ -154,20 +331,54 @@ def train(
             auroc,
             metrics["epoch_s"],
         )
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
         if auroc > best_auroc:
             best_auroc, best_epoch, best_state = auroc, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.patience:
             log.info("early stop: no AUROC gain for %d epochs", config.patience)
-            break
+            finished = True
+        finished = finished or epoch == config.epochs - 1
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "run_key": run_key,
+                    "epoch": epoch,
+                    "finished": finished,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best_auroc": best_auroc,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "history": history,
+                    "rng": _rng_states(),
+                },
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
 
     model.load_state_dict(best_state)
-    model.to("cpu").eval()
+    model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     val_probs = predict_probs(model, val_loader, torch.device("cpu"))
     # Calibrated at the validation set's prevalence (class weights in the loss skew the probabilities).
     clipped = torch.from_numpy(np.clip(val_probs, 1e-6, 1 - 1e-6))
     calibrate_head(model, torch.logit(clipped), torch.from_numpy(val_labels))
     val_probs = predict_probs(model, val_loader, torch.device("cpu"))
     threshold = threshold_for_sensitivity(val_probs, val_labels, config.target_sensitivity)
-    return TrainResult(model, best_epoch, best_auroc, threshold, history, val_probs, val_labels)
+    return TrainResult(
+        model,
+        best_epoch,
+        best_auroc,
+        threshold,
+        history,
+        val_probs,
+        val_labels,
+        skipped=skipped,
+        resumed_from_epoch=resumed_from,
+    )
+
+
+def _autocast(enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Return bfloat16 autocast on CUDA when ``enabled`` (no loss scaling needed), else a no-op."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
