@@ -341,6 +341,55 @@ def _label_studio(call: Any) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command("train")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML of RetrainParams (base_version, epochs, learning_rate, batch_size, image_size, window_days, ...).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@JSON_OPTION
+def train_command(config_path: Path | None, progress: bool, json_path: Path | None) -> None:
+    """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot and register a candidate in
+    MLflow with its lineage. A bar per epoch; an interrupted run resumes from its last checkpoint."""
+    import mlflow
+    import yaml
+    from pydantic import ValidationError
+
+    from pipeline.registry import ModelNotFound
+    from pipeline.store import make_engine
+    from pipeline.training import TrainingDataError
+    from pipeline.training.retrain import RetrainParams, retrain
+
+    settings = get_settings()
+    try:
+        raw = yaml.safe_load(config_path.read_text()) if config_path else {}
+        params = RetrainParams.model_validate(raw or {})
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from exc
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        result = retrain(
+            make_engine(settings.db_url),
+            params,
+            model_name=settings.model_name,
+            work_dir=Path(settings.storage_root) / "training",
+            progress=progress,
+        )
+    except (TrainingDataError, ModelNotFound) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result.version is None:
+        click.echo(result.reason)
+    else:
+        click.echo(
+            f"candidate version {result.version} (validation AUROC {result.best_val_auroc:.3f}) from snapshot "
+            f"{result.snapshot_hash}: {result.counts.get('total', 0)} studies, {result.skipped_studies} unreadable"
+        )
+    write_json(json_path, result.as_json())
+
+
 def _utc(moment: Any) -> Any:
     from datetime import UTC
 

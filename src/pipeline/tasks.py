@@ -135,3 +135,29 @@ def sync_labels() -> dict[str, Any]:
     settings = get_settings()
     result = sync_annotations(make_engine(settings.db_url), make_client(settings), now=datetime.now(UTC))
     return result.as_dict()
+
+
+def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | None = None) -> dict[str, Any]:
+    """Train a candidate from ``params`` (``RetrainParams`` fields) on a fresh snapshot; register it in MLflow.
+
+    Returns the version (None when skipped for too few new labels), the snapshot hash and counts. The same
+    ``run_key`` resumes the same MLflow run and checkpoints (an Airflow retry).
+    """
+    import mlflow
+
+    from pipeline.store import make_engine
+    from pipeline.training.retrain import RetrainParams, retrain
+
+    configure_logging()
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    result = retrain(
+        make_engine(settings.db_url),
+        RetrainParams.model_validate(params),
+        model_name=settings.model_name,
+        work_dir=Path(settings.storage_root) / "training",
+        trigger=trigger,
+        run_key=run_key,
+        progress=False,
+    )
+    return result.as_json()

@@ -67,3 +67,20 @@ def test_simulate_names_a_bad_scenario_field(env):
     result = CliRunner().invoke(main, ["simulate", "--scenario", str(bad), "--model", "none"])
     assert result.exit_code != 0
     assert "sites.0.devices.0.gama: Extra inputs are not permitted" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 3\nlearning_rat: 0.1\n", "learning_rat"),
+        ("epochs: 0\n", "epochs"),
+        ("net: {name: resnet}\n", "net.name"),
+        ("epochs: [3\n", "while parsing"),
+    ],
+)
+def test_train_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp_path, text, message):
+    config = tmp_path / "train.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(main, ["train", "--config", str(config)])
+    assert result.exit_code == 1
+    assert message in result.output and str(config) in result.output

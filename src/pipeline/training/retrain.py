@@ -1,0 +1,197 @@
+"""Fine-tune the champion (or train from scratch) on a frozen dataset snapshot and register a candidate.
+
+One function, :func:`retrain`, is what the ``retrain_model`` DAG's training task and ``pipeline train``
+call: build (or find) the snapshot, warm-start from the base version, train with a checkpoint every
+epoch (a retried task resumes), log the run to MLflow with its evaluation plots, register the version
+as a candidate with its lineage. The parameters are one pydantic model, :class:`RetrainParams`: the
+Airflow trigger form, the CLI's YAML file and the DAG all go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Engine
+
+from pipeline.store.schema import labels, snapshot_items
+from pipeline.training.model import NetConfig
+from pipeline.training.snapshot import SnapshotConfig, as_mlflow_dataset, build_snapshot
+from pipeline.training.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+class NetParams(BaseModel):
+    """The network of a training from scratch (a warm start keeps its parent's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["densenet_small", "densenet121"] = "densenet121"
+    init_features: int = Field(32, ge=4)
+    growth_rate: int = Field(8, ge=2)
+    block_config: tuple[int, ...] = (4, 4, 4)
+
+
+class RetrainParams(BaseModel):
+    """What a retraining is asked to do; unknown keys and bad values are refused, named by their path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_version: str = Field("champion", description="Warm start from this alias or version; 'scratch' for none.")
+    epochs: int = Field(10, ge=1, le=500)
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=1024)
+    image_size: int = Field(128, ge=32, le=2048, description="Used from scratch; a warm start keeps its parent's.")
+    window_days: int | None = Field(None, ge=1, description="Only studies acquired in the last N days.")
+    sites: list[str] | None = Field(None, description="Only these sites (empty: all).")
+    single_labels: Literal["keep", "drop"] = "keep"
+    min_new_labels: int = Field(0, ge=0, description="Skip (cleanly) with fewer labels not yet in any snapshot.")
+    net: NetParams = Field(default_factory=NetParams)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """A registered candidate (or why none was trained)."""
+
+    version: str | None
+    snapshot_hash: str | None
+    counts: dict[str, int]
+    best_val_auroc: float | None
+    run_id: str | None
+    skipped_studies: int = 0
+    resumed_from_epoch: int | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """Return a JSON-able summary."""
+        return {
+            "version": self.version,
+            "snapshot_hash": self.snapshot_hash,
+            "counts": self.counts,
+            "best_val_auroc": self.best_val_auroc,
+            "run_id": self.run_id,
+            "skipped_studies": self.skipped_studies,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "reason": self.reason,
+        }
+
+
+def new_labels(engine: Engine) -> int:
+    """Return how many labeled studies no snapshot holds yet."""
+    query = sa.select(sa.func.count(sa.distinct(labels.c.study_id))).where(
+        ~labels.c.study_id.in_(sa.select(snapshot_items.c.study_id))
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def retrain(
+    engine: Engine,
+    params: RetrainParams,
+    *,
+    model_name: str,
+    work_dir: Path,
+    trigger: str = "manual",
+    run_key: str | None = None,
+    now: datetime | None = None,
+    progress: bool = True,
+) -> RetrainResult:
+    """Train a candidate on a snapshot of the store and register it in MLflow (the tracking URI set by the caller).
+
+    Args:
+        engine: the store (labels, feedback, studies; snapshots are kept there).
+        params: what to train.
+        model_name: the registered model.
+        work_dir: checkpoints (per ``run_key``) and the decoded-study cache live here.
+        trigger: what started it (``asset`` or ``manual``), kept on the run.
+        run_key: the same key resumes the same run and checkpoints (an Airflow retry).
+        now: the snapshot's cutoff (default: the current time).
+        progress: a bar per epoch.
+
+    Raises:
+        pipeline.training.TrainingDataError: the snapshot is empty or has one class in a split, before
+            any training starts.
+        pipeline.registry.ModelNotFound: the base version does not exist.
+    """
+    from pipeline.registry import load_model, log_evaluation, register_candidate, training_run
+    from pipeline.training.bootstrap import EXPERIMENT
+
+    waiting = new_labels(engine)
+    if waiting < params.min_new_labels:
+        reason = f"{waiting} new labels, fewer than the {params.min_new_labels} asked for: nothing to train"
+        log.info(reason)
+        return RetrainResult(None, None, {"new_labels": waiting}, None, None, reason=reason)
+    cutoff = now or datetime.now(UTC)
+    snapshot = build_snapshot(
+        engine,
+        SnapshotConfig(
+            cutoff=cutoff,
+            sites=tuple(params.sites) if params.sites else None,
+            acquired_from=cutoff - timedelta(days=params.window_days) if params.window_days else None,
+            single_labels=params.single_labels,
+        ),
+    )
+    parent = None if params.base_version == "scratch" else load_model(model_name, params.base_version)
+    net = parent.model.config if parent is not None else NetConfig(**params.net.model_dump())
+    image_size = parent.image_size if parent is not None else params.image_size
+    key = run_key or f"{snapshot.hash}-{params.base_version}-{params.seed}"
+    config = TrainConfig(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        image_size=image_size,
+        patience=max(2, params.epochs // 3),
+        seed=params.seed,
+        net=net,
+        checkpoint_dir=work_dir / "checkpoints" / _safe(key),
+        cache_dir=work_dir / "cache" / str(image_size),
+    )
+    logged = params.model_dump() | {"image_size": image_size, "net": net.__dict__, "snapshot": snapshot.counts()}
+    with training_run(
+        EXPERIMENT,
+        params=logged,
+        snapshot_hash=snapshot.hash,
+        parent_version=parent.version if parent is not None else None,
+        trigger=trigger,
+        run_key=key,
+    ) as run:
+        result = train(
+            snapshot.train_items(),
+            snapshot.val_items(),
+            config,
+            init_model=parent.model if parent is not None else None,
+            progress=progress,
+            on_epoch=run.log_epoch,
+        )
+        log_evaluation(result.val_probs, result.val_labels, result.threshold)
+        version = register_candidate(
+            result.model,
+            model_name=model_name,
+            image_size=image_size,
+            threshold=result.threshold,
+            snapshot_hash=snapshot.hash,
+            parent_version=parent.version if parent is not None else None,
+            params=logged,
+            dataset=as_mlflow_dataset(snapshot),
+        )
+    log.info("candidate %s version %s from snapshot %s", model_name, version, snapshot.hash[:12])
+    return RetrainResult(
+        version=version,
+        snapshot_hash=snapshot.hash,
+        counts=snapshot.counts(),
+        best_val_auroc=result.best_val_auroc,
+        run_id=run.run_id,
+        skipped_studies=len(result.skipped),
+        resumed_from_epoch=result.resumed_from_epoch,
+    )
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
