@@ -78,3 +78,31 @@ def test_each_incident_is_caught_within_a_day_and_nothing_else_alarms(name, stab
         engine.dispose()
         assert len(rows) >= world.days - FIRST_DAY - 3
         assert all(abs(feedback - expected) < 0.1 for feedback, expected in rows)
+    if name == "new_hospital":
+        # The unseen scanner: the model is confidently wrong there. The label-free estimate cannot see it;
+        # no estimate is given until outcomes come back, then the recalibrated one follows the truth.
+        engine = make_engine(world_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT e.window_start, e.value, x.value FROM monitor_metrics x LEFT JOIN monitor_metrics e "
+                    "ON e.window_start = x.window_start AND e.site = x.site AND e.metric = 'performance.estimated_auroc' "
+                    "WHERE x.site = 'riverside' AND x.metric = 'performance.expected_auroc' ORDER BY 1"
+                )
+            ).all()
+            truth = conn.execute(
+                sa.text(
+                    "SELECT l.prob_abnormal, g.abnormal FROM inference_logs l JOIN ground_truth g USING (study_id) "
+                    "WHERE l.site = 'riverside' AND l.status = 'ok'"
+                )
+            ).all()
+        engine.dispose()
+        from sklearn.metrics import roc_auc_score
+
+        true_auroc = roc_auc_score([bool(a) for _, a in truth], [float(p) for p, _ in truth])
+        estimated = [e for _, e, _ in rows if e is not None]
+        expected = [x for _, _, x in rows]
+        assert rows[0][1] is None  # day 10: no outcome yet, no estimate
+        assert len(estimated) >= len(rows) - 2
+        assert abs(sum(expected) / len(expected) - true_auroc) > 0.2  # what the raw estimate would have said
+        assert abs(sum(estimated) / len(estimated) - true_auroc) < 0.05
