@@ -85,7 +85,7 @@ def test_each_incident_is_caught_within_a_day_and_nothing_else_alarms(name, stab
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT e.window_start, e.value, x.value FROM monitor_metrics x LEFT JOIN monitor_metrics e "
+                    "SELECT x.window_start, e.value, x.value FROM monitor_metrics x LEFT JOIN monitor_metrics e "
                     "ON e.window_start = x.window_start AND e.site = x.site AND e.metric = 'performance.estimated_auroc' "
                     "WHERE x.site = 'riverside' AND x.metric = 'performance.expected_auroc' ORDER BY 1"
                 )
