@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -268,8 +267,7 @@ class _Prepared:
     counts: dict[str, np.ndarray]  # per feature, (n_cells, bins or levels)
     sums: dict[str, np.ndarray]  # per numeric feature, (n_cells,) sum of finite values
     finite: dict[str, np.ndarray]  # per numeric feature, (n_cells,) count of finite values
-    scores: np.ndarray | None  # PCA scores of the embeddings, in reference sd (plots and samples)
-    embeddings: np.ndarray | None = None  # the raw embeddings: each site's test uses its own reference's axes
+    scores: np.ndarray | None  # PCA scores of the embeddings, in reference sd
 
     def cell_of(self, site: int, day: int) -> int:
         return site * self.n_days + (day - self.first_day)
@@ -339,7 +337,6 @@ def _prepare(frame: pd.DataFrame, chunk: np.ndarray, reference: np.ndarray, conf
             scores = pca.transform(embeddings)
             scores /= scores[reference].std(axis=0, keepdims=True).clip(min=1e-6)
             prepared.scores = scores
-            prepared.embeddings = embeddings
     return prepared
 
 
@@ -459,9 +456,9 @@ def _compare(
             null if null.size >= 2 else np.zeros(2), quantile=config.quantile, margin_sd=config.margin_sd, floor=floor
         )
         out[f] = (distance, threshold, p_value, _cusum(p, f, side, config) if numeric else None)
-    if p.embeddings is not None:
+    if p.scores is not None:
         ref = side.ref if resampled is None else resampled
-        out[EMBEDDING] = _embedding(p.embeddings, ref, side, config, rng)
+        out[EMBEDDING] = _embedding(p.scores, ref, side, config, rng)
     return out
 
 
@@ -491,15 +488,8 @@ def _cusum(p: _Prepared, feature: str, side: _Side, config: DriftThresholds) -> 
 
 
 def _embedding(
-    embeddings: np.ndarray, ref: np.ndarray, side: _Side, config: DriftThresholds, rng: np.random.Generator
+    scores: np.ndarray, ref: np.ndarray, side: _Side, config: DriftThresholds, rng: np.random.Generator
 ) -> tuple[float, float, float, None]:
-    # Principal axes of this comparison's own reference: a site's verdict does not depend on other sites.
-    k = min(config.pca_components, embeddings.shape[1], len(np.unique(ref)))
-    pca = pca_fit(embeddings[ref], n_components=k, max_samples=20_000, rng=rng)
-    scores = np.zeros((len(embeddings), k), dtype=np.float64)
-    rows = np.unique(np.concatenate([side.ref, side.cur, ref]))
-    scores[rows] = pca.transform(embeddings[rows])
-    scores[rows] /= scores[side.ref].std(axis=0, keepdims=True).clip(min=1e-6)
     cur = scores[side.cur]
     mmd, p_value = mmd_permutation_test(
         scores[ref], cur, n_permutations=config.mmd_permutations, max_samples=config.mmd_samples, rng=rng
@@ -623,15 +613,14 @@ def check_drift(
         seed: the source of subsamples and permutations.
     """
     config = config or DriftThresholds()
+    rng = np.random.default_rng(seed)
     chunk = np.asarray(day, dtype=np.int64)
     reference = np.asarray(reference, dtype=bool) & (chunk < 0)
     if len(frame) == 0 or not (chunk == 0).any():
         return DriftRun({}, _empty_metrics(), (), (), ())
     prepared = _prepare(frame, chunk, reference, config)
     sides, thin = _sides(prepared, chunk, reference, set(excluded), config)
-    # Each site draws from its own stream: its verdict does not depend on which other sites were judged.
-    rngs = {s: np.random.default_rng([seed, zlib.crc32(s.encode())]) for s in sides}
-    compared = {s: _compare(prepared, side, config, rngs[s]) for s, (side, _) in sides.items()}
+    compared = {s: _compare(prepared, side, config, rng) for s, (side, _) in sides.items()}
 
     # One family for the analytic tests of every feature at every site, its family-wise error held
     # by Holm (Benjamini-Hochberg would let one drifting site lower the bar for every other).
@@ -652,7 +641,7 @@ def check_drift(
             features.append(
                 FeatureDrift(s, f, GROUP[f], distance, threshold, p_value, cusum_sum, bool(ok), bool(drifted))
             )
-        sites[s] = _judge(prepared, s, side, origin, features, probs, deployed, config, rngs[s])
+        sites[s] = _judge(prepared, s, side, origin, features, probs, deployed, config, rng)
 
     metrics = _metrics(sites)
     findings = _findings(sites)
