@@ -92,6 +92,13 @@ def mlflow_server(pg_database_factory: Callable[[], str], tmp_path_factory: pyte
         server.process.stop()
 
 
+# --- A trained normal filter ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def normal_filter_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where ``tests.worlds.trained_model`` keeps the tests' trained normal filter: trained once per session."""
+    return tmp_path_factory.mktemp("normal-filter")
+
+
 # --- Label Studio -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def label_studio(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:

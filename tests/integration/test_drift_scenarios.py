@@ -27,9 +27,9 @@ FIRST_DAY = 5  # before it no site has the reference days it needs; the monitor 
 
 @pytest.fixture(scope="module")
 def stable_world(
-    pg_database_factory: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+    pg_database_factory: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, normal_filter_cache: Path
 ) -> tuple[str, object]:
-    service = trained_service(tmp_path_factory.mktemp("model"))
+    service = trained_service(normal_filter_cache)
     url = pg_database_factory()
     build_world(scenario("stable"), url, tmp_path_factory.mktemp("stable"), service)
     return url, service

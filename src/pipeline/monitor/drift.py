@@ -95,6 +95,10 @@ class DriftThresholds:
         alpha: family-wise error rate of the KS and chi-square tests across features and sites (Holm).
         mmd_alpha: the permutation p-value the embedding test must reach (0.002 with 500 permutations:
             no permutation came as far as the window).
+        mmd_floor: the smallest embedding MMD worth an alert, whatever the reference days show (0.005: about
+            a shift of 0.7 reference sd along one principal axis; days of an unchanged site reach 0.002, the
+            incidents of the shipped scenarios 0.01 and more). Days of one site are not exchangeable studies
+            (each day has its own mix), so the permutation p alone says "another day", not "a drift".
         mmd_permutations, mmd_samples, pca_components: the embedding test.
         cusum_k, cusum_h: the CUSUM's allowance and decision interval, in daily standard deviations.
         performance_floor: the smallest drop in expected AUROC worth an alert (on a day of 200 studies
@@ -123,6 +127,7 @@ class DriftThresholds:
     categorical_floor: float = 0.05
     alpha: float = 0.01
     mmd_alpha: float = 0.002
+    mmd_floor: float = 0.005
     mmd_permutations: int = 500
     mmd_samples: int = 300
     pca_components: int = 32
@@ -504,7 +509,10 @@ def _embedding(
         )
         null.append(value)
     threshold = calibrated_threshold(
-        np.array(null) if len(null) >= 2 else np.zeros(2), quantile=config.quantile, margin_sd=config.margin_sd
+        np.array(null) if len(null) >= 2 else np.zeros(2),
+        quantile=config.quantile,
+        margin_sd=config.margin_sd,
+        floor=config.mmd_floor,
     )
     return float(mmd), max(threshold, 1e-6), float(p_value), None
 
