@@ -10,8 +10,9 @@ ROC / PR / calibration / confusion plots, the dataset) and registers a version t
 hash, git commit, parent version and a digest of the parameters, marked `candidate` until validation
 decides. It publishes `pipeline://models/candidate`.
 
-The training task goes to the `gpu` queue (CeleryExecutor: a worker started with `-q gpu`); every other
-task runs on the default queue. A retried training task resumes from its last checkpoint and the same
+The training task goes to the `gpu` queue (CeleryExecutor: a worker started with `-q gpu`) and carries a
+pod_override asking for one `nvidia.com/gpu` (KubernetesExecutor: the GPU node pool); every other task
+runs on the default queue. A retried training task resumes from its last checkpoint and the same
 MLflow run.
 """
 
@@ -23,10 +24,10 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
 from pipeline.callbacks import default_args
+from pipeline.executors import GPU_QUEUE, gpu_executor_config
 
 NEW_LABELS = Asset("pipeline://labels/new")
 CANDIDATE = Asset("pipeline://models/candidate")
-GPU_QUEUE = "gpu"
 
 
 @dag(
@@ -81,7 +82,7 @@ def retrain_model() -> None:
 
         return migrate_store()
 
-    @task(queue=GPU_QUEUE, execution_timeout=timedelta(hours=12))
+    @task(queue=GPU_QUEUE, executor_config=gpu_executor_config(), execution_timeout=timedelta(hours=12))
     def train_candidate(params=None, dag_run=None, triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
         from pipeline.tasks import retrain_candidate
 

@@ -70,3 +70,21 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
     assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/confusion_matrix.png"} <= artifacts
     # the snapshot rebuilt from the store is the same one
     assert build_snapshot(make_engine(pg_url), SnapshotConfig()).hash == version.tags["dataset_snapshot"]
+
+
+def test_the_training_task_asks_the_kubernetes_executor_for_a_gpu_and_the_rest_do_not(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from tests.harness.airflow_env import dags_folder
+
+    dag = DagBag(dag_folder=str(dags_folder())).get_dag("retrain_model")
+    # what the scheduler and workers see: the DAG after a round trip through its serialized form
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("train_candidate")
+    pod = task.executor_config["pod_override"]
+    (container,) = pod.spec.containers
+    assert container.name == "base"
+    assert container.resources.limits == {"nvidia.com/gpu": "1"} == container.resources.requests
+    assert task.queue == "gpu"
+    others = [t for t in dag.tasks if t.task_id != "train_candidate"]
+    assert others and all(not t.executor_config and t.queue != "gpu" for t in others)
