@@ -7,13 +7,10 @@ an alert link, an e-mail or an artifact store alike.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,11 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.alerts import GLOBAL
+from pipeline.reports.figures import png_base64, pyplot
 from pipeline.store.schema import alerts, monitor_metrics
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from pipeline.monitor.drift import DriftRun, SiteDrift
     from pipeline.monitor.expectations import QualityRun
 
@@ -45,29 +41,12 @@ def _history(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
     return frame
 
 
-def _pyplot() -> ModuleType:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Figure) -> str:
-    """Return the figure as a base64 PNG and close it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    _pyplot().close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def _img(png: str, alt: str) -> str:
     return f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'></figure>"
 
 
 def _figure_png(frame: pd.DataFrame, metric: str, title: str, ylabel: str, window: str) -> str | None:
-    plt = _pyplot()
+    plt = pyplot()
     data = frame[(frame["metric"] == metric) & (frame["site"] != GLOBAL)]
     if data.empty:
         return None
@@ -80,7 +59,7 @@ def _figure_png(frame: pd.DataFrame, metric: str, title: str, ylabel: str, windo
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, ncols=4)
     fig.autofmt_xdate()
-    return _png(fig)
+    return png_base64(fig)
 
 
 PLOTS = (
@@ -135,7 +114,7 @@ def _num(value: float | None, spec: str = ".3f") -> str:
 
 def _drift_heatmap(drift: DriftRun, window: str) -> str:
     """Return a PNG of each feature's score (distance / threshold, clipped to [0, 3]) by site; ``*`` marks drift."""
-    plt = _pyplot()
+    plt = pyplot()
     sites = list(drift.sites)
     features = list(dict.fromkeys(f.feature for d in drift.sites.values() for f in d.features))
     row = {f: i for i, f in enumerate(features)}
@@ -154,12 +133,12 @@ def _drift_heatmap(drift: DriftRun, window: str) -> str:
     ax.set_ylabel("feature")
     ax.set_title("Drift score by site and feature (* drifted)" + (f"\n{window}" if window else ""), fontsize=10)
     fig.colorbar(image, ax=ax, label="distance / threshold, clipped at 3")
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _distribution_png(feature: str, site: str, reference: np.ndarray, current: np.ndarray, window: str) -> str:
     """Return a PNG comparing reference and window: overlaid densities for numbers, shares of the top 10 categories else."""
-    plt = _pyplot()
+    plt = pyplot()
     ref, cur = np.asarray(reference), np.asarray(current)
     fig, ax = plt.subplots(figsize=(6.5, 3), dpi=100)
     if ref.dtype.kind in "biuf" and cur.dtype.kind in "biuf":
@@ -184,7 +163,7 @@ def _distribution_png(feature: str, site: str, reference: np.ndarray, current: n
     ax.set_xlabel(feature)
     ax.set_title(f"{feature} at {_site_name(site)}: reference vs window" + (f" ({window})" if window else ""))
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _site_details(d: SiteDrift, window: str) -> list[str]:

@@ -11,10 +11,11 @@ import base64
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from pipeline.reports.figures import pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,24 +34,15 @@ class EvaluationReport:
     html: Path
 
 
-def _pyplot() -> ModuleType:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, format="png", bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def roc_figure(ev: Evaluation, title: str) -> Figure:
     """Return the ROC curve with AUROC and the operating point at the deployed threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=100)
     ax.plot(ev.roc_fpr, ev.roc_tpr, label=f"model (AUROC {ev.auroc:.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
@@ -67,7 +59,7 @@ def roc_figure(ev: Evaluation, title: str) -> Figure:
 
 def precision_recall_figure(ev: Evaluation, title: str) -> Figure:
     """Return the precision-recall curve with average precision, the prevalence baseline and the operating point."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=100)
     ax.step(ev.pr_recall, ev.pr_precision, where="post", label=f"model (AP {ev.average_precision:.3f})")
     ax.axhline(ev.prevalence, linestyle="--", color="grey", label=f"prevalence {ev.prevalence:.2f}")
@@ -91,7 +83,7 @@ def precision_recall_figure(ev: Evaluation, title: str) -> Figure:
 
 def calibration_figure(ev: Evaluation, title: str) -> Figure:
     """Return the reliability diagram (observed frequency by mean probability per bin) with ECE, and bin counts."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, counts) = plt.subplots(
         2, 1, figsize=(4.8, 5.2), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -113,7 +105,7 @@ def calibration_figure(ev: Evaluation, title: str) -> Figure:
 
 def confusion_figure(ev: Evaluation, title: str) -> Figure:
     """Return the confusion matrix at the deployed threshold (rows: truth, columns: decision), counts and row shares."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.array([[ev.tn, ev.fp], [ev.fn, ev.tp]])
     shares = matrix / matrix.sum(axis=1, keepdims=True)
     fig, ax = plt.subplots(figsize=(4.4, 3.8), dpi=100)
