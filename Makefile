@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv venv-labelstudio venv-evidently install test test-fast lint format typecheck demo \
-	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train clean
+	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train bench-validate clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench-simulate: venv  ## Studies/s generated at 128 and 1024 px (with DICOM writ
 
 bench-train: venv  ## DenseNet121 training images/s through the DICOM data path beside device tensors (512 px AMP on CUDA, else a 128 px CPU variant)
 	$(BIN)/python bench/bench_train.py --out bench/results/train.json
+
+bench-validate: venv  ## Validating one candidate against the champion on 5,000 test studies at 128 px on CPU (studies/s)
+	$(BIN)/python bench/bench_validate.py --studies 5000 --repeats 3 --out bench/results/validate.json
 
 bench-bootstrap: venv  ## Train the bootstrap champion in a scratch MLflow; AUROC on stable sites and the unseen scanner
 	tmp=$$(mktemp -d) && cd $$tmp && PIPELINE_MLFLOW_TRACKING_URI=sqlite:///$$tmp/mlflow.db PIPELINE_STORAGE_ROOT=$$tmp/storage \

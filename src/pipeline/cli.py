@@ -390,6 +390,151 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     write_json(json_path, result.as_json())
 
 
+def _registry() -> tuple[Any, Any]:
+    """Return (settings, store engine) with MLflow pointed at the configured server."""
+    import mlflow
+
+    from pipeline.store import make_engine
+
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return settings, make_engine(settings.db_url)
+
+
+@main.command("testsets")
+@click.option("--prevalence", type=click.FloatRange(0.001, 0.999), default=0.05, show_default=True)
+@click.option("--regression-size", type=click.IntRange(min=1), default=2000, show_default=True)
+@JSON_OPTION
+def testsets_command(prevalence: float, regression_size: int, json_path: Path | None) -> None:
+    """Build the fixed validation test sets from the store's labeled studies (a new version only where they changed)."""
+    from pipeline.validation import TestSetConfig, build_test_sets
+
+    _, engine = _registry()
+    built = build_test_sets(engine, TestSetConfig(prevalence=prevalence, regression_size=regression_size))
+    for test_set in built.values():
+        click.echo(test_set.describe())
+    write_json(
+        json_path, {n: {"hash": s.hash, "studies": len(s.items), "abnormal": s.n_abnormal} for n, s in built.items()}
+    )
+
+
+@main.command("validate")
+@click.option("--candidate", required=True, help="The version (or alias) to validate.")
+@click.option(
+    "--champion", default="champion", show_default=True, help="The version (or alias) it must not be worse than."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML of the gate's margins (ValidationConfig: auroc_margin, sensitivity_target, ...).",
+)
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here too.")
+@click.option(
+    "--record/--no-record", default=True, show_default=True, help="Write the verdict onto the version in MLflow."
+)
+@JSON_OPTION
+def validate_command(
+    candidate: str,
+    champion: str,
+    config_path: Path | None,
+    html_path: Path | None,
+    record: bool,
+    json_path: Path | None,
+) -> None:
+    """Validate a candidate against the champion on the fixed test sets; exit 1 when the verdict is FAILED."""
+    import shutil
+    import tempfile
+
+    import yaml
+    from pydantic import ValidationError as ConfigError
+
+    from pipeline.reports.validation import write_validation_report
+    from pipeline.validation import ValidationConfig, ValidationError, record_verdict, validate
+
+    try:
+        raw = yaml.safe_load(config_path.read_text()) if config_path else {}
+        config = ValidationConfig.model_validate(raw or {})
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise click.ClickException(f"{config_path}: {exc}") from exc
+    settings, engine = _registry()
+    try:
+        verdict = validate(
+            engine, settings.model_name, candidate, champion=champion, config=config, progress=click.echo
+        )
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if record:
+        folder = Path(tempfile.mkdtemp(prefix="validation-"))
+        click.echo(f"report: {record_verdict(engine, verdict, report_dir=folder)}")
+        if html_path is not None:
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / "validation.html", html_path)
+    elif html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        write_validation_report(verdict, html_path)
+    write_json(json_path, verdict.to_json())
+    if not verdict.passed:
+        sys.exit(1)
+
+
+@main.command("promote")
+@click.option("--version", "version", required=True, help="The validated version to make champion.")
+@click.option("--approver", required=True, help="Who approves (recorded on the version and in the audit trail).")
+@click.option("--note", default="", help="What the approver wants on record.")
+@JSON_OPTION
+def promote_command(version: str, approver: str, note: str, json_path: Path | None) -> None:
+    """Make a version the champion: refused unless its validation passed against the champion serving now."""
+    from pipeline.validation import PromotionRefused, promote
+
+    settings, engine = _registry()
+    try:
+        change = promote(engine, settings.model_name, version, approver, note=note)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"version {change.champion} is the champion (previous {change.previous}), approved by {change.actor}"
+        if change.changed
+        else f"version {change.champion} already is the champion"
+    )
+    write_json(json_path, dataclasses.asdict(change))
+
+
+@main.command("reject")
+@click.option("--version", "version", required=True)
+@click.option("--approver", required=True, help="Who rejects.")
+@click.option("--reason", required=True, help="Why (recorded).")
+def reject_command(version: str, approver: str, reason: str) -> None:
+    """Record that a candidate was turned down, by whom and why; the champion stays."""
+    from pipeline.validation import PromotionRefused, reject
+
+    settings, engine = _registry()
+    try:
+        reject(engine, settings.model_name, version, approver, reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"version {version} rejected by {approver}")
+
+
+@main.command("rollback")
+@click.option("--to", "to", required=True, help="A version that served before, or 'previous'.")
+@click.option("--actor", default="on-call", show_default=True, help="Who rolls back (recorded).")
+@click.option("--reason", default="", help="Why (recorded).")
+@JSON_OPTION
+def rollback_command(to: str, actor: str, reason: str, json_path: Path | None) -> None:
+    """Move the champion alias back to a version that served before: the short-term answer to an incident."""
+    from pipeline.validation import PromotionRefused, rollback
+
+    settings, engine = _registry()
+    try:
+        change = rollback(engine, settings.model_name, to, actor, reason=reason)
+    except PromotionRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"version {change.champion} is the champion again (was {change.previous})")
+    write_json(json_path, dataclasses.asdict(change))
+
+
 def _utc(moment: Any) -> Any:
     from datetime import UTC
 

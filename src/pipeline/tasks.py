@@ -161,3 +161,111 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
         progress=False,
     )
     return result.as_json()
+
+
+def _registry_engine() -> Any:
+    import mlflow
+
+    from pipeline.store import make_engine
+
+    configure_logging()
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return make_engine(settings.db_url)
+
+
+def validate_version(version: str, champion: str = "champion", config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate ``version`` against ``champion`` and record the verdict on it; return the verdict's summary.
+
+    Raises:
+        pipeline.validation.ValidationError: no such version, no signature, no champion or no test data.
+    """
+    from pipeline.validation import ValidationConfig, record_verdict, validate
+
+    engine = _registry_engine()
+    verdict = validate(
+        engine,
+        get_settings().model_name,
+        version,
+        champion=champion,
+        config=ValidationConfig.model_validate(config or {}),
+    )
+    report = record_verdict(engine, verdict)
+    return {
+        "version": verdict.candidate,
+        "champion": verdict.champion,
+        "status": verdict.status,
+        "failed": [c.name for c in verdict.failed_checks],
+        "threshold": verdict.threshold,
+        "report": report,
+    }
+
+
+def promotion_request(version: str) -> dict[str, Any]:
+    """Return what the approver is shown about ``version``; refuse one whose validation did not pass.
+
+    Raises:
+        pipeline.validation.PromotionRefused: no such version, or its validation is not ``passed``.
+    """
+    from mlflow import MlflowClient
+
+    from pipeline.registry import VALIDATION_STATUS, version_for
+    from pipeline.validation import PASSED, PromotionRefused
+
+    _registry_engine().dispose()
+    name = get_settings().model_name
+    number = version_for(name, version)
+    if number is None:
+        raise PromotionRefused(f"model {name!r} has no version {version!r}")
+    tags = MlflowClient().get_model_version(name, number).tags
+    status = tags.get(VALIDATION_STATUS, "none")
+    if status != PASSED:
+        raise PromotionRefused(
+            f"{name} version {number} cannot be promoted: its validation status is {status!r} "
+            "(only versions whose validation passed reach the approval step)"
+        )
+    summary = (
+        f"**{name} version {number}** passed validation against version {tags.get('validated_against')} "
+        f"on {tags.get('validated_at')}.\n\n"
+        f"- operating point: threshold {tags.get('validation_threshold')}\n"
+        f"- parent version: {tags.get('parent_version', 'none')}; dataset snapshot {tags.get('dataset_snapshot', '?')}\n"
+        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)\n\n"
+        "Approve to make it the champion (the current champion becomes `previous`); reject with a reason."
+    )
+    return {"version": number, "summary": summary, "against": tags.get("validated_against")}
+
+
+def _who(approval: dict[str, Any]) -> str:
+    user = approval.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "unknown approver")
+
+
+def decide_promotion(version: str, approval: dict[str, Any]) -> dict[str, Any]:
+    """Act on a release manager's answer in Airflow: promote ``version`` on Approve, record the rejection otherwise.
+
+    The Airflow user who answered is the approver (or rejecter); the form's ``reason`` goes on the record.
+    """
+    import dataclasses
+
+    from pipeline.validation import promote, reject
+
+    engine = _registry_engine()
+    name = get_settings().model_name
+    who = _who(approval)
+    reason = str((approval.get("params_input") or {}).get("reason") or "").strip()
+    if (approval.get("chosen_options") or [""])[0] == "Approve":
+        change = promote(engine, name, version, who, note=reason)
+        return {"decision": "approved", **dataclasses.asdict(change)}
+    reason = reason or "rejected in the Airflow UI"
+    reject(engine, name, version, who, reason)
+    return {"decision": "rejected", "version": version, "rejected_by": who, "reason": reason}
+
+
+def rollback_champion(to: str, actor: str, reason: str = "") -> dict[str, Any]:
+    """Move the champion back to ``to`` (a version that served before, or ``previous``)."""
+    import dataclasses
+
+    from pipeline.validation import rollback
+
+    change = rollback(_registry_engine(), get_settings().model_name, to, actor, reason=reason)
+    return dataclasses.asdict(change)

@@ -84,3 +84,20 @@ def test_train_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp
     result = CliRunner().invoke(main, ["train", "--config", str(config)])
     assert result.exit_code == 1
     assert message in result.output and str(config) in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("auroc_margn: 0.02\n", "auroc_margn"), ("sensitivity_target: 1.5\n", "sensitivity_target")],
+)
+def test_validate_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp_path, text, message):
+    config = tmp_path / "gate.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(main, ["validate", "--candidate", "2", "--config", str(config)])
+    assert result.exit_code == 1
+    assert message in result.output and str(config) in result.output
+
+
+def test_promote_needs_an_approver(env):
+    result = CliRunner().invoke(main, ["promote", "--version", "2"])
+    assert result.exit_code == 2 and "--approver" in result.output

@@ -285,5 +285,52 @@ snapshot_items = sa.Table(
 )
 
 
+TEST_SET_HASH_LENGTH = 32
+
+test_sets = sa.Table(
+    "test_sets",
+    metadata,
+    # A fixed validation set, keyed by the hash of its content; ``name`` says which set it is a version of
+    # (``regression``, ``real_balance:<site>``, ``typical_errors``, ``unusual``).
+    sa.Column("test_set_hash", sa.String(TEST_SET_HASH_LENGTH), primary_key=True),
+    sa.Column("name", sa.String(96), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),  # JSON: the build's configuration
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("n_abnormal", sa.Integer, nullable=False),
+)
+
+test_set_items = sa.Table(
+    "test_set_items",
+    metadata,
+    sa.Column(
+        "test_set_hash",
+        sa.String(TEST_SET_HASH_LENGTH),
+        sa.ForeignKey("test_sets.test_set_hash", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("dicom_uri", sa.Text, nullable=False),
+    sa.Column("label", sa.SmallInteger, nullable=False),  # 1 abnormal, 0 normal
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("patient_key", sa.String(STUDY_ID_LENGTH), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),  # why it is in the set (e.g. child, missed, sample)
+    sa.CheckConstraint("label IN (0, 1)", name="label_binary"),
+)
+
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    # The audit trail of the registry's roles: every validation verdict, approval, rejection, promotion
+    # and rollback, with who and why. MLflow tags carry the latest state; this keeps the history.
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # validated, approved, rejected, promoted, rolled_back
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("detail", sa.Text, nullable=False),  # JSON
+)
+
 TABLES = {t.name: t for t in (studies, inference_logs, feedback, ground_truth)}
 """The tables that ``pipeline.store.write`` loads."""

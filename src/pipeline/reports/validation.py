@@ -1,0 +1,103 @@
+"""The validation report a release manager reads before approving: the verdict, every check, the plots.
+
+One self-contained HTML page (opens from the MLflow UI): the verdict and each check with its numbers
+first, then the ROC curves and reliability diagrams of candidate and champion on the regression set,
+then the subgroup table. This module only draws; the numbers come from ``pipeline.validation``.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.registry.evaluation import evaluate_probs
+from pipeline.reports.figures import png_base64, pyplot
+
+if TYPE_CHECKING:
+    from pipeline.validation.suite import Verdict
+
+_WHO = (("prob_candidate", "candidate"), ("prob_champion", "champion"))
+
+
+def _figures(verdict: Verdict) -> list[tuple[str, str]]:
+    curves = verdict.curves
+    if not curves.get("labels"):
+        return []
+    labels = np.asarray(curves["labels"], dtype=int)
+    thresholds = curves.get("thresholds", {})
+    plt = pyplot()
+    roc, (ax_roc) = plt.subplots(figsize=(4.8, 4.4), dpi=100)
+    reliability, ax_rel = plt.subplots(figsize=(4.8, 4.4), dpi=100)
+    for column, who in _WHO:
+        probs = np.asarray(curves[column], dtype=float)
+        ev = evaluate_probs(probs, labels, float(thresholds.get(column, 0.5)))
+        ax_roc.plot(ev.roc_fpr, ev.roc_tpr, label=f"{who} (AUROC {ev.auroc:.3f})")
+        ax_roc.scatter([1 - ev.specificity], [ev.sensitivity], zorder=3)
+        filled = ev.bin_count > 0
+        ax_rel.plot(
+            ev.bin_mean_prob[filled], ev.bin_frac_positive[filled], marker="o", label=f"{who} (ECE {ev.ece:.3f})"
+        )
+    ax_roc.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax_roc.set_xlabel("1 - specificity")
+    ax_roc.set_ylabel("sensitivity")
+    ax_roc.set_title(f"ROC, regression set (n={len(labels)}); dots: operating points")
+    ax_roc.legend(loc="lower right")
+    ax_rel.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax_rel.set_xlabel("mean predicted P(abnormal)")
+    ax_rel.set_ylabel("observed share abnormal")
+    ax_rel.set_title("reliability diagram, regression set")
+    ax_rel.legend(loc="upper left")
+    return [("ROC curves", png_base64(roc)), ("reliability diagrams", png_base64(reliability))]
+
+
+def _subgroup_table(verdict: Verdict) -> str:
+    rows: list[dict[str, Any]] = next(
+        (c.numbers.get("subgroups", []) for c in verdict.checks if c.name == "subgroups"), []
+    )
+    if not rows:
+        return "<p>No subgroup was large enough to judge.</p>"
+    head = "<tr><th>subgroup</th><th>n</th><th>abnormal</th><th>AUROC candidate</th><th>AUROC champion</th>"
+    head += "<th>difference (upper bound)</th><th>sensitivity candidate</th><th>sensitivity champion</th></tr>"
+    body = "".join(
+        f"<tr class='{'fail' if r['worse'] else ''}'><td>{html.escape(r['subgroup'])}</td><td>{r['n']}</td>"
+        f"<td>{r['n_abnormal']}</td><td>{r['auroc_candidate']:.3f}</td><td>{r['auroc_champion']:.3f}</td>"
+        f"<td>{r['auroc_difference']:+.3f} ({r['auroc_upper_bound']:+.3f})</td><td>{r['sensitivity_candidate']:.3f}</td>"
+        f"<td>{r['sensitivity_champion']:.3f}</td></tr>"
+        for r in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def write_validation_report(verdict: Verdict, path: Path) -> Path:
+    """Write the report page to ``path``; return it."""
+    checks = "".join(
+        f"<tr class='{'fail' if c.failed else ''}'><td>{html.escape(c.status.upper())}</td>"
+        f"<td>{html.escape(c.name)}</td><td>{html.escape(c.summary)}</td></tr>"
+        for c in verdict.checks
+    )
+    figures = "".join(
+        f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'></figure>"
+        for alt, png in _figures(verdict)
+    )
+    sets = "".join(f"<li>{html.escape(n)}: <code>{h}</code></li>" for n, h in sorted(verdict.test_sets.items()))
+    left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in verdict.left_out.items())
+    title = f"Validation of {verdict.model_name} version {verdict.candidate} against version {verdict.champion}"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;margin:0.5em}"
+        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "tr.fail{background:#fdd}.verdict{font-size:1.4em}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>"
+        f"<p class='verdict'>Verdict: <b>{verdict.status.upper()}</b> ({len(verdict.failed_checks)} failed checks); "
+        f"operating point {verdict.threshold:.4f}; {verdict.studies} test studies ({html.escape(left_out)} left out); "
+        f"validated {html.escape(verdict.validated_at)}.</p>"
+        f"<h2>Checks</h2><table><tr><th>status</th><th>check</th><th>numbers</th></tr>{checks}</table>"
+        f"<h2>Plots</h2>{figures}<h2>Subgroups</h2>{_subgroup_table(verdict)}"
+        f"<h2>Test sets</h2><ul>{sets}</ul></body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path

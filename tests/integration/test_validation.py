@@ -1,0 +1,299 @@
+"""The validation gate on real models, a real MLflow server and a real store: sabotaged candidates are rejected.
+
+The world is ``new_hospital`` from day 10: three stable hospitals and Riverside on a scanner of its own.
+The champion is the tests' normal filter (64 px, trained on the stable hospitals only). Candidates are
+trained for the test on another seed of that world: a genuinely better one (the champion fine-tuned on
+all four hospitals) and sabotaged ones (labels shuffled, one site only, outputs flipped, logits
+shifted so that only calibration suffers). The store holds two days simulated with the champion
+serving, so the radiologists' outcomes that came back make the test sets and its confirmed errors.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import sqlalchemy as sa
+import torch
+from mlflow import MlflowClient
+
+from pipeline.inference import InferenceService
+from pipeline.registry import (
+    CANDIDATE,
+    CHAMPION,
+    PREVIOUS,
+    log_and_register,
+    register_candidate,
+    set_alias,
+    version_for,
+)
+from pipeline.simulate.run import simulate
+from pipeline.simulate.scenario import load_scenario, with_volume
+from pipeline.store import make_engine, upgrade
+from pipeline.training import NormalFilterNet, TrainConfig, train
+from pipeline.training.bootstrap import _items
+from pipeline.validation import (
+    REGRESSION,
+    PromotionRefused,
+    ValidationConfig,
+    ValidationError,
+    build_test_sets,
+    events,
+    latest_test_sets,
+    promote,
+    record_verdict,
+    reject,
+    rollback,
+    validate,
+)
+from tests.worlds import IMAGE_SIZE, KEY, NET, trained_model
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = IMAGE_SIZE
+CONFIG = ValidationConfig(sensitivity_target=0.95)
+SNAPSHOT = "trained-on-another-seed-of-the-world"
+
+
+class Flipped(torch.nn.Module):
+    """A model whose outputs are negated: it ranks every study the wrong way round."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.inner(x)
+
+
+class Shifted(torch.nn.Module):
+    """The same ranking with every logit shifted: it over-calls abnormal; only its calibration differs."""
+
+    def __init__(self, inner: torch.nn.Module, shift: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + self.shift
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    url: str
+    versions: dict[str, str]
+
+
+def _world(seed_offset: int = 0):  # type: ignore[no-untyped-def]
+    world = with_volume(load_scenario(ROOT / "scenarios" / "new_hospital.yaml"), per_site=200)
+    return world.model_copy(update={"image_size": SIZE, "seed": world.seed + seed_offset})
+
+
+def _train(
+    items: list[dict], val: list[dict], epochs: int, *, init: NormalFilterNet | None = None, shuffle: bool = False
+) -> NormalFilterNet:
+    if shuffle:
+        labels = [i["label"] for i in items]
+        random.Random(0).shuffle(labels)
+        items = [{**i, "label": label} for i, label in zip(items, labels, strict=True)]
+    config = TrainConfig(image_size=SIZE, epochs=epochs, net=NET, patience=epochs, learning_rate=1e-3)
+    return train(items, val, config, init_model=init, progress=False).model
+
+
+@pytest.fixture(scope="module")
+def registry(
+    mlflow_server: str, pg_database_factory, tmp_path_factory: pytest.TempPathFactory, normal_filter_cache: Path
+) -> Registry:
+    mlflow.set_tracking_uri(mlflow_server)
+    name = f"cxr-gate-{uuid.uuid4().hex[:6]}"
+    mlflow.set_experiment(name)
+
+    # the champion: the tests' normal filter, trained on the three stable hospitals (Riverside is new to it)
+    served = trained_model(normal_filter_cache)
+    with mlflow.start_run(run_name="champion"):
+        version = log_and_register(served.model, model_name=name, image_size=SIZE, threshold=served.threshold)
+        set_alias(name, CHAMPION, version)
+
+    root = tmp_path_factory.mktemp("gate-train")
+    training_world = _world(seed_offset=1000)
+    tune = _items(training_world, range(10, 12), root, KEY, SIZE)
+    st_anna = _items(training_world, range(10, 14), root, KEY, SIZE, sites={"st-anna"})
+    val = _items(training_world, range(14, 15), root, KEY, SIZE)
+    better = _train(tune, val, epochs=3, init=served.model)  # fine-tuned on all four hospitals, Riverside too
+    candidates = {
+        "better": better,
+        "shuffled": _train(tune[::2], val, epochs=2, shuffle=True),
+        "one_site": _train(st_anna, [i for i in val if i["site"] == "st-anna"], epochs=3),
+        "flipped": Flipped(better),
+        "shifted": Shifted(served.model, 2.5),  # the champion itself, over-calling abnormal
+    }
+    versions = {CHAMPION: version}
+    for label, model in candidates.items():
+        with mlflow.start_run(run_name=label):
+            versions[label] = register_candidate(
+                model,
+                model_name=name,
+                image_size=SIZE,
+                threshold=served.threshold,
+                snapshot_hash=SNAPSHOT,
+                parent_version=version,
+                params={"sabotage": label},
+            )
+
+    url = pg_database_factory()
+    engine = make_engine(url)
+    upgrade(engine)
+    service = InferenceService(served, key=KEY, mc_samples=0)
+    simulate(
+        _world(),
+        engine=engine,
+        storage_root=tmp_path_factory.mktemp("gate-store"),
+        key=KEY,
+        days=[10, 11],
+        service_for=lambda _: service,
+        progress=False,
+    )
+    build_test_sets(engine)
+    engine.dispose()
+    return Registry(name, url, versions)
+
+
+@pytest.fixture
+def engine(registry: Registry):  # type: ignore[no-untyped-def]
+    engine = make_engine(registry.url)
+    yield engine
+    engine.dispose()
+
+
+def test_the_test_sets_are_fixed_versions_built_from_the_store(registry: Registry, engine) -> None:
+    sets = latest_test_sets(engine)
+    assert {REGRESSION, "typical_errors", "unusual"} <= set(sets)
+    assert {f"real_balance:{s}" for s in ("st-anna", "north-general", "lakeside", "riverside")} <= set(sets)
+    regression = sets[REGRESSION]
+    assert regression.n_abnormal >= 59 and len(regression.items) - regression.n_abnormal >= 59
+    for site in ("st-anna", "riverside"):
+        balance = sets[f"real_balance:{site}"]
+        assert 0.03 <= balance.n_abnormal / len(balance.items) <= 0.07  # the screening prevalence, 5%
+    assert len(sets["typical_errors"].items) > 0  # the champion's overturned decisions
+
+    again = build_test_sets(engine)  # the same store: the same versions, nothing stored twice
+    assert {n: s.hash for n, s in again.items()} == {n: s.hash for n, s in sets.items()}
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM test_sets")).scalar_one()
+    assert stored == len(sets)
+
+
+def test_a_genuinely_better_candidate_passes_every_check(registry: Registry, engine) -> None:
+    verdict = validate(engine, registry.name, registry.versions["better"], config=CONFIG)
+
+    assert verdict.passed, verdict.summary()
+    names = {c.name for c in verdict.checks}
+    assert {"auroc_noninferiority[regression]", "operating_point", "calibration", "subgroups"} <= names
+    assert {"typical_errors", "unusual_data", "reproducible", "latency", "memory"} <= names
+    regression = next(c for c in verdict.checks if c.name == "auroc_noninferiority[regression]")
+    assert regression.numbers["auroc_candidate"] > regression.numbers["auroc_champion"]
+    op = next(c for c in verdict.checks if c.name == "operating_point")
+    assert op.numbers["sensitivity_lower"] >= 0.95
+    errors = next(c for c in verdict.checks if c.name == "typical_errors")
+    assert errors.numbers["errors_candidate"] < errors.numbers["errors_champion"]
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "failing"),
+    [
+        ("shuffled", "auroc_noninferiority[regression]"),
+        ("one_site", "subgroups"),
+        ("flipped", "auroc_noninferiority[regression]"),
+        ("shifted", "calibration"),
+    ],
+)
+def test_a_sabotaged_candidate_is_rejected_naming_the_failing_check(
+    registry: Registry, engine, sabotage: str, failing: str
+) -> None:
+    verdict = validate(engine, registry.name, registry.versions[sabotage], config=CONFIG)
+
+    assert not verdict.passed
+    assert failing in {c.name for c in verdict.failed_checks}, verdict.summary()
+    assert f"FAIL {failing}" in verdict.summary()
+
+
+def test_the_verdict_goes_onto_the_version_and_only_a_passed_one_is_promoted(
+    registry: Registry, engine, tmp_path: Path
+) -> None:
+    client = MlflowClient()
+    name, good, bad = registry.name, registry.versions["better"], registry.versions["flipped"]
+
+    failed = validate(engine, name, bad, config=CONFIG)
+    record_verdict(engine, failed, report_dir=tmp_path / "bad")
+    tags = client.get_model_version(name, bad).tags
+    assert tags["validation_status"] == "failed"
+    assert "auroc_noninferiority[regression]" in tags["validation_failed_checks"]
+    with pytest.raises(PromotionRefused, match="validation status is 'failed'"):
+        promote(engine, name, bad, approver="release-manager")
+    reject(engine, name, bad, approver="release-manager", reason="ranks studies the wrong way round")
+    assert client.get_model_version(name, bad).tags["rejected_by"] == "release-manager"
+
+    passed = validate(engine, name, good, config=CONFIG)
+    uri = record_verdict(engine, passed, report_dir=tmp_path / "good")
+    record_verdict(engine, passed, report_dir=tmp_path / "good")  # again: the same tags, no second audit event
+    tags = client.get_model_version(name, good).tags
+    assert tags["validation_status"] == "passed" and tags["validated_against"] == "1"
+    assert float(tags["validation_threshold"]) == pytest.approx(passed.threshold, abs=1e-6)
+    run_id = client.get_model_version(name, good).run_id
+    artifacts = {a.path for a in client.list_artifacts(run_id, "validation")}
+    assert artifacts == {"validation/validation.json", "validation/validation.html"}
+    assert uri.endswith("validation/validation.html")
+    page = (tmp_path / "good" / "validation.html").read_text()
+    assert "Verdict: <b>PASSED</b>" in page and "data:image/png;base64," in page
+
+    with pytest.raises(PromotionRefused, match="needs the name"):
+        promote(engine, name, good, approver=" ")
+    change = promote(engine, name, good, approver="release-manager")
+    assert change.changed and change.previous == "1"
+    assert client.get_model_version_by_alias(name, CHAMPION).version == good
+    assert client.get_model_version_by_alias(name, PREVIOUS).version == "1"
+    assert version_for(name, CANDIDATE) != good  # the candidate alias never names the champion
+    tags = client.get_model_version(name, good).tags
+    assert tags["approved_by"] == "release-manager" and tags["threshold"] == tags["validation_threshold"]
+    assert [e.action for e in events(engine, name, good)] == ["validated", "approved", "promoted"]
+    assert [e.action for e in events(engine, name, bad)] == ["validated", "rejected"]
+
+    # the shifted model passed nothing against the new champion: promoting it is refused
+    with pytest.raises(PromotionRefused):
+        promote(engine, name, registry.versions["shifted"], approver="release-manager")
+
+    back = rollback(engine, name, "previous", actor="on-call", reason="incident 42")
+    assert back.champion == "1" and back.previous == good
+    assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
+    assert events(engine, name, "1")[-1].action == "rolled_back"
+    with pytest.raises(PromotionRefused, match="never served"):
+        rollback(engine, name, registry.versions["one_site"], actor="on-call")
+
+
+def test_bad_input_fails_clearly_and_moves_nothing(registry: Registry, engine, pg_url: str) -> None:
+    client = MlflowClient()
+    with pytest.raises(ValidationError, match="has no version '999'"):
+        validate(engine, registry.name, "999", config=CONFIG)
+
+    with mlflow.start_run(run_name="unsigned"):
+        info = mlflow.pytorch.log_model(
+            NormalFilterNet(NET), name="model", registered_model_name=registry.name, serialization_format="pickle"
+        )
+    unsigned = str(info.registered_model_version)
+    with pytest.raises(ValidationError, match="has no signature"):
+        validate(engine, registry.name, unsigned, config=CONFIG)
+
+    empty = make_engine(pg_url)
+    upgrade(empty)
+    with pytest.raises(ValidationError, match="regression test set is empty"):
+        validate(empty, registry.name, registry.versions["better"], config=CONFIG)
+    empty.dispose()
+    champion = client.get_model_version_by_alias(registry.name, CHAMPION).version
+    assert champion in ("1", registry.versions["better"])  # whatever the other tests left, nothing moved here
+    assert "validation_status" not in client.get_model_version(registry.name, unsigned).tags
