@@ -181,3 +181,18 @@ def test_test_sets_are_drawn_to_their_rules() -> None:
     # a grown pool keeps the studies it had where it can (keyed order, not position)
     grown = draw_test_sets(pd.concat([pool, pool.assign(study_id=pool["study_id"] + "x")]), unusable, TestSetConfig())
     assert len(set(grown[REGRESSION]["study_id"]) & set(sets[REGRESSION]["study_id"])) > 200
+
+
+def test_a_site_whose_notion_of_normal_differs_gets_its_own_threshold() -> None:
+    sets = _sets(lambda f, rng: _scores(f["label"].to_numpy(), 2.6, rng))
+    config = ValidationConfig(sensitivity_target=0.95, sensitivity_target_by_site={"c": 0.8})
+    checks, thresholds = clinical_checks(sets, config)
+    # a lower target at site c: a higher threshold there, the global one elsewhere
+    assert thresholds.candidate_by_site["c"] > thresholds.candidate.threshold
+    assert set(thresholds.candidate_by_site) == {"c"}
+    op = next(c for c in checks if c.name == "operating_point")
+    assert op.numbers["threshold_by_site"] == thresholds.candidate_by_site
+    regression = sets[REGRESSION]
+    at_c = regression[regression["site"] == "c"]
+    caught = (at_c[CANDIDATE] >= thresholds.candidate_by_site["c"])[at_c["label"] == 1].mean()
+    assert 0.75 <= caught < 0.95
