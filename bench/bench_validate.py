@@ -4,8 +4,10 @@
 
 A scratch PostgreSQL database on the local server gets the stable world simulated at 128 px, with every
 study's outcome reported (feedback rate 1) so that the regression test set alone holds ``--studies``
-labeled studies. A scratch MLflow (SQLite file store) holds a champion and a candidate, both
-DenseNet121 (the production network; untrained, so the verdict says nothing, the time does). Each
+labeled studies. A scratch MLflow (SQLite file store) holds a champion and a candidate, both the
+project's CPU network (MONAI DenseNet, ``densenet_small``: 32 initial features, growth 8, blocks 4-4-4;
+untrained, so the verdict says nothing, the time does). DenseNet121 is the GPU network; on 2 CPU
+cores it would make scoring, not decoding, the cost. Each
 repeat runs :func:`pipeline.validation.validate` end to end: resolve and load both versions from the
 registry, read the test sets, decode every DICOM once per model, score with both, run every check.
 Figures: the median wall time over ``--repeats`` runs and studies/s (unique test studies / time),
@@ -144,7 +146,7 @@ def main() -> None:
         "benchmark": "validate one candidate against the champion (pipeline.validation.validate), CPU",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "network": "DenseNet121 (MONAI), both models",
+        "network": "densenet_small (MONAI DenseNet, 32 initial features, growth 8, blocks 4-4-4), both models",
         "image_size": SIZE,
         "test_studies": studies,
         "repeats": args.repeats,
