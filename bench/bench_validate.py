@@ -31,7 +31,7 @@ import mlflow
 import sqlalchemy as sa
 import torch
 
-from pipeline.registry import CHAMPION, log_and_register, register_candidate, set_alias
+from pipeline.registry import CHAMPION, ensure_experiment, log_and_register, register_candidate, set_alias
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, upgrade
@@ -75,8 +75,9 @@ def _world(studies: int, storage: Path, url: str) -> None:
     engine.dispose()
 
 
-def _models(name: str) -> None:
-    mlflow.set_experiment(name)
+def _models(name: str, artifacts: Path) -> None:
+    # artifacts in the scratch folder: a SQLite tracking store alone would put them in ./mlruns
+    mlflow.set_experiment(experiment_id=ensure_experiment(name, artifact_location=artifacts.as_uri()))
     torch.manual_seed(0)
     with mlflow.start_run(run_name="champion"):
         set_alias(
@@ -112,7 +113,7 @@ def main() -> None:
         try:
             _world(args.studies, work / "storage", url)
             name = "bench-normal-filter"
-            _models(name)
+            _models(name, work / "artifacts")
             engine = make_engine(url)
             uris = sorted({u for s in latest_test_sets(engine).values() for u in s.items["dicom_uri"]})
             config = ValidationConfig(sensitivity_target=0.95, max_latency_ms=10_000, max_memory_mb=10_000)
