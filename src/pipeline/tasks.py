@@ -163,15 +163,18 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
     return result.as_json()
 
 
-def _registry_engine() -> Any:
+def _use_registry() -> None:
     import mlflow
 
+    configure_logging()
+    mlflow.set_tracking_uri(get_settings().mlflow_tracking_uri)
+
+
+def _registry_engine() -> Any:
     from pipeline.store import make_engine
 
-    configure_logging()
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return make_engine(settings.db_url)
+    _use_registry()
+    return make_engine(get_settings().db_url)
 
 
 def validate_version(version: str, champion: str = "champion", config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -207,23 +210,11 @@ def promotion_request(version: str) -> dict[str, Any]:
     Raises:
         pipeline.validation.PromotionRefused: no such version, or its validation is not ``passed``.
     """
-    from mlflow import MlflowClient
+    from pipeline.validation import validated_version
 
-    from pipeline.registry import VALIDATION_STATUS, version_for
-    from pipeline.validation import PASSED, PromotionRefused
-
-    _registry_engine().dispose()
+    _use_registry()
     name = get_settings().model_name
-    number = version_for(name, version)
-    if number is None:
-        raise PromotionRefused(f"model {name!r} has no version {version!r}")
-    tags = MlflowClient().get_model_version(name, number).tags
-    status = tags.get(VALIDATION_STATUS, "none")
-    if status != PASSED:
-        raise PromotionRefused(
-            f"{name} version {number} cannot be promoted: its validation status is {status!r} "
-            "(only versions whose validation passed reach the approval step)"
-        )
+    number, tags = validated_version(name, version)
     summary = (
         f"**{name} version {number}** passed validation against version {tags.get('validated_against')} "
         f"on {tags.get('validated_at')}.\n\n"

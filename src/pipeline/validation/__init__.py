@@ -11,7 +11,7 @@ and :func:`rollback`, each recorded on the versions in MLflow and in the audit t
 
 from pipeline.validation.audit import ACTIONS, Event, events, record_event
 from pipeline.validation.checks import Check, ValidationConfig
-from pipeline.validation.promotion import PromotionRefused, RoleChange, promote, reject, rollback
+from pipeline.validation.promotion import PromotionRefused, RoleChange, promote, reject, rollback, validated_version
 from pipeline.validation.suite import FAILED, PASSED, ValidationError, Verdict, record_verdict, validate
 from pipeline.validation.testsets import (
     REAL_BALANCE,
@@ -54,4 +54,5 @@ __all__ = [
     "reject",
     "rollback",
     "validate",
+    "validated_version",
 ]

@@ -49,6 +49,27 @@ def _version(client: MlflowClient, model_name: str, version: str) -> dict[str, s
     return dict(client.get_model_version(model_name, number).tags) | {"_version": number}
 
 
+def _require_passed(model_name: str, number: str, tags: dict[str, str]) -> None:
+    status = tags.get(VALIDATION_STATUS, "none")
+    if status != PASSED:
+        raise PromotionRefused(
+            f"{model_name} version {number} cannot be promoted: its validation status is {status!r} "
+            "(only a version whose validation passed; run `pipeline validate` first)"
+        )
+
+
+def validated_version(model_name: str, version: str) -> tuple[str, dict[str, str]]:
+    """Return the number and tags of ``version`` (a number or alias), refusing one whose validation did not pass.
+
+    Raises:
+        PromotionRefused: no such version, or its ``validation_status`` is not ``passed``.
+    """
+    tags = _version(MlflowClient(), model_name, version)
+    number = tags.pop("_version")
+    _require_passed(model_name, number, tags)
+    return number, tags
+
+
 def _actor(name: str, what: str) -> str:
     if not name or not name.strip():
         raise PromotionRefused(f"a {what} needs the name of the person who decides (--approver)")
@@ -83,12 +104,7 @@ def promote(engine: Engine, model_name: str, version: str, approver: str, *, not
     if current == number:
         log.info("%s version %s is already the champion", model_name, number)
         return RoleChange(model_name, number, None, approver, at, changed=False)
-    status = tags.get(VALIDATION_STATUS, "none")
-    if status != PASSED:
-        raise PromotionRefused(
-            f"{model_name} version {number} cannot be promoted: its validation status is {status!r} "
-            "(only a version whose validation passed; run `pipeline validate` first)"
-        )
+    _require_passed(model_name, number, tags)
     against = tags.get("validated_against")
     if current is not None and against != current:
         raise PromotionRefused(
