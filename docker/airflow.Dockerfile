@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 #
-# Airflow 3 with the `pipeline` package: the image of the api-server, scheduler, dag-processor,
-# triggerer, the default-queue Celery worker and the one-shot airflow-init.
+# Airflow 3 with the `pipeline` package: the image of the api-server (which also serves the monitoring page,
+# plugins/), scheduler, dag-processor, triggerer, the default-queue Celery worker and the one-shot airflow-init.
 #
 # Built on python:3.11-slim rather than apache/airflow so that the whole environment is exactly
 # requirements/constraints.txt (the file CI tests against), with no second set of pins baked in.
@@ -36,17 +36,20 @@ RUN apt-get update \
     && python -m venv "${VIRTUAL_ENV}" \
     && pip install --upgrade pip \
     && mkdir -p "${AIRFLOW_HOME}/dags" "${AIRFLOW_HOME}/logs" "${AIRFLOW_HOME}/plugins" "${AIRFLOW_HOME}/auth" \
-        "${PIPELINE_STORAGE_ROOT}" \
+        "${PIPELINE_STORAGE_ROOT}" /opt/pipeline/label-studio-files \
     && chown -R airflow:0 "${AIRFLOW_HOME}" /opt/pipeline \
     && chmod -R g+rwX "${AIRFLOW_HOME}" /opt/pipeline
 
-# 1. torch first: the CPU wheel (2.13.0+cpu satisfies the constraint torch==2.13.0).
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+# 1. torch first: the CPU wheel (2.13.0+cpu satisfies the constraint torch==2.13.0; pip prefers it to PyPI's
+#    CUDA build of 2.13.0), its pure-Python dependencies at the constrained versions from PyPI.
+COPY requirements/constraints.txt /tmp/build/requirements/constraints.txt
+RUN pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple \
+        -c /tmp/build/requirements/constraints.txt "torch==${TORCH_VERSION}" \
+    && python -c "import torch, sys; sys.exit('torch with CUDA' if torch.version.cuda else 0)"
 
 # 2. The project's dependencies, pinned by the constraints. A stub package stands in for src/ so this
 #    heavy layer is rebuilt only when pyproject.toml or the constraints change, not on every code edit.
 WORKDIR /tmp/build
-COPY requirements/constraints.txt requirements/constraints.txt
 COPY pyproject.toml README.md ./
 RUN mkdir -p src/pipeline \
     && touch src/pipeline/__init__.py \
@@ -62,9 +65,10 @@ RUN pip install --no-deps . \
 # The committed Great Expectations suites (validation results and Data Docs go to the storage root).
 COPY --chown=airflow:0 great_expectations/ /opt/pipeline/great_expectations/
 
-# DAGs are baked in so the image runs anywhere (Kubernetes included); compose also bind-mounts dags/
-# read-only over this folder for a quick edit loop.
+# DAGs and plugins (the monitoring page) are baked in so the image runs anywhere (Kubernetes included); compose
+# also bind-mounts dags/ and plugins/ read-only over these folders for a quick edit loop.
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
 USER airflow
 WORKDIR /opt/airflow

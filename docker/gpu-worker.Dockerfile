@@ -6,10 +6,11 @@
 #
 #   docker build -f docker/gpu-worker.Dockerfile -t medimg-mlops/airflow-gpu .     (context: the repo root)
 #
-# CUDA: torch==2.13.0 from PyPI is the CUDA 13.0 build; its CUDA libraries come as pip wheels (nvidia-*-cu13,
-# pinned in requirements/constraints.txt), so the base image has to match only in major version, and the host
-# needs an NVIDIA driver that supports CUDA 13 (>= 580) plus the NVIDIA Container Toolkit. For an older driver,
-# build with a CUDA 12 base and the matching PyTorch index, e.g.
+# CUDA: torch comes from PyTorch's CUDA 13.0 index (torch==2.13.0+cu130; PyPI's plain 2.13.0 is the same build,
+# the index makes the choice explicit). Its CUDA libraries come as pip wheels (nvidia-*-cu13, pinned in
+# requirements/constraints.txt), so the base image has to match only in major version, and the host needs an
+# NVIDIA driver that supports CUDA 13 (>= 580) plus the NVIDIA Container Toolkit. For an older driver, build with
+# a CUDA 12 base and the matching index (its nvidia-*-cu12 wheels are then outside the constraints), e.g.
 #   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 \
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 #
@@ -24,7 +25,7 @@ FROM ${CUDA_IMAGE}
 
 ARG PYTHON_VERSION=3.11
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 ARG AIRFLOW_UID=50000
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -38,6 +39,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow \
     PIPELINE_STORAGE_ROOT=/opt/pipeline/storage \
+    PIPELINE_GX_PROJECT_DIR=/opt/pipeline/great_expectations \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
@@ -53,13 +55,16 @@ RUN apt-get update \
     && pip install --upgrade pip \
     && useradd --uid "${AIRFLOW_UID}" --gid 0 --create-home --home-dir /home/airflow --shell /bin/bash airflow \
     && mkdir -p "${AIRFLOW_HOME}/dags" "${AIRFLOW_HOME}/logs" "${AIRFLOW_HOME}/plugins" "${AIRFLOW_HOME}/auth" \
-        "${PIPELINE_STORAGE_ROOT}" \
+        "${PIPELINE_STORAGE_ROOT}" /opt/pipeline/label-studio-files \
     && chown -R airflow:0 "${AIRFLOW_HOME}" /opt/pipeline \
     && chmod -R g+rwX "${AIRFLOW_HOME}" /opt/pipeline
 
-# 1. torch first: the CUDA build, with its nvidia-* wheels held to the versions in the constraints.
+# 1. torch first: the CUDA build, with its nvidia-* wheels held to the versions in the constraints. PyPI stays an
+#    extra index for torch's pure-Python dependencies at the constrained versions; pip prefers 2.13.0+cu130 there.
 COPY requirements/constraints.txt /tmp/build/requirements/constraints.txt
-RUN pip install --index-url "${TORCH_INDEX_URL}" -c /tmp/build/requirements/constraints.txt "torch==${TORCH_VERSION}"
+RUN pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple \
+        -c /tmp/build/requirements/constraints.txt "torch==${TORCH_VERSION}" \
+    && python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch without CUDA')"
 
 # 2. The project's dependencies (stub package, as in airflow.Dockerfile), then 3. the package itself.
 WORKDIR /tmp/build
@@ -73,7 +78,10 @@ RUN pip install --no-deps . \
     && cd / && rm -rf /tmp/build \
     && pipeline --help >/dev/null
 
+# The committed Great Expectations suites, the DAGs and the plugins, as in airflow.Dockerfile.
+COPY --chown=airflow:0 great_expectations/ /opt/pipeline/great_expectations/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
 USER airflow
 WORKDIR /opt/airflow

@@ -2,9 +2,11 @@
 
 No Docker engine runs in this project's CI, so nothing here builds an image or starts a container. The checks
 read the files and hold them against each other and against the repository: paths that must exist in a clean
-clone, variables that .env.example must define, host ports, healthchecks, start-up order, the GPU queue, the
-databases docker/postgres/init.sh creates, MLflow's Host-header list, and the Grafana dashboard's SQL against
-the store's SQLAlchemy metadata.
+clone, variables that .env.example must define, host ports, healthchecks, start-up order, Compose's own keys,
+Airflow's option names (from the pinned Airflow's config.yml), the DAG and plugin folders, the queues the DAGs use,
+the GPU worker, Label Studio's local files, the roles and databases docker/postgres/init.sh creates, MLflow's
+Host-header list, the versions the images install against the constraints, the Grafana dashboards' SQL against
+the tables and columns the store's migrations create, and docs/deploy.md's coverage.
 
 Every checker returns a list of problems. Each is run on the real files (no problem expected) and on a
 deliberately broken copy (the problem must be found), so a checker that accepts everything fails too.
@@ -12,15 +14,18 @@ deliberately broken copy (the problem must be found), so a checker that accepts 
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import copy
 import fnmatch
+import importlib.util
 import json
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+import tomllib
+from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from sqlalchemy import MetaData
 
+import pipeline.executors
 from pipeline.config import Settings
 from pipeline.store.schema import metadata as store_metadata
 
@@ -40,7 +49,11 @@ POSTGRES_INIT = REPO_ROOT / "docker" / "postgres" / "init.sh"
 GRAFANA = REPO_ROOT / "docker" / "grafana"
 DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "store.yml"
 DASHBOARD_PROVIDER_FILE = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
-DASHBOARD_FILE = GRAFANA / "dashboards" / "inference.json"
+DASHBOARDS = GRAFANA / "dashboards"
+DASHBOARD_FILE = DASHBOARDS / "inference.json"
+MONITORING_DASHBOARD_FILE = DASHBOARDS / "monitoring.json"
+DOCKERFILES = {name: REPO_ROOT / "docker" / f"{name}.Dockerfile" for name in ("airflow", "gpu-worker", "mlflow")}
+DEPLOY_DOC = REPO_ROOT / "docs" / "deploy.md"
 
 Compose = dict[str, Any]
 Problems = list[str]
@@ -60,13 +73,46 @@ REQUIRED_PIPELINE_ENV = (
     "PIPELINE_SENTRY_DSN",
     "PIPELINE_PSEUDONYM_KEY",
 )
-# The dashboard's panels, and the inference_logs columns each must query.
+# Each dashboard's panels, and the columns each must query.
 EXPECTED_PANELS = {
     "Studies per site per hour": {"inference_logs": {"site", "study_id", "received_at"}},
     "Error rate by error_type": {"inference_logs": {"error_type", "received_at"}},
     "Share of decision = normal per site": {"inference_logs": {"decision", "site", "status", "received_at"}},
     "Latency p95": {"inference_logs": {"latency_s", "received_at"}},
 }
+_WINDOW_COLUMNS = {"window_start", "site", "model_version", "metric", "value"}
+EXPECTED_MONITORING_PANELS = {
+    "Share filtered as normal per site": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Studies per monitoring window": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Failed studies per site": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Latency p95 of successful studies": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Features drifting per site": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Expected AUROC per site (estimated without labels)": {"monitor_metrics": _WINDOW_COLUMNS},
+    "Open alerts": {"alerts": {"status", "severity", "site", "feature", "message", "last_seen"}},
+    "Model registry events": {"model_events": {"at", "version", "action", "actor"}},
+}
+# The metric (monitor_metrics.metric) each panel of the monitoring dashboard is about.
+EXPECTED_PANEL_METRICS = {
+    "Share filtered as normal per site": "share_filtered_normal",
+    "Studies per monitoring window": "volume",
+    "Failed studies per site": "error_rate.any",
+    "Latency p95 of successful studies": "latency_p95_s",
+    "Features drifting per site": "drift.features_drifted",
+    "Expected AUROC per site (estimated without labels)": "performance.expected_auroc",
+}
+# Sections docs/deploy.md must have (a heading starting so), and what each must mention (in its subsections too).
+REQUIRED_DOC_SECTIONS = {
+    "Services": ("healthcheck",),
+    "Volumes": (),
+    "Secrets and `.env`": (".env.example",),
+    "Scale out": ("Celery", "KubernetesExecutor", "GPU node pool", "object storage"),
+    "More Celery workers": ("--scale airflow-worker", "airflow celery worker --queues default"),
+    "KubernetesExecutor with a GPU node pool": ("src/pipeline/executors.py", "gpu_executor_config", "pod_override"),
+    "MLflow behind object storage": ("--artifacts-destination", "S3"),
+    "Backups": ("pg_dump", "mc mirror", "pipeline-storage", ".env"),
+    "Upgrading": ("pipeline db upgrade", "airflow db migrate", "mlflow db upgrade", "migrations/versions"),
+}
+EXPECTED_DASHBOARDS = {DASHBOARD_FILE.name: EXPECTED_PANELS, MONITORING_DASHBOARD_FILE.name: EXPECTED_MONITORING_PANELS}
 
 
 # --- Reading the files ----------------------------------------------------------------------------------------------
@@ -584,35 +630,68 @@ def _init_sql_databases(init_sh: str) -> set[tuple[str, str]]:
     return set(re.findall(r"^create_db\s+(\w+)\s+\S+\s+(\w+)\s*$", init_sh, flags=re.MULTILINE))
 
 
+def _init_sql_readers(init_sh: str) -> set[tuple[str, str]]:
+    """(role, database) pairs of the read-only roles init.sh creates with ``create_reader ROLE PASSWORD DB OWNER``."""
+    return set(re.findall(r"^create_reader\s+(\w+)\s+\S+\s+(\w+)\s+\w+\s*$", init_sh, flags=re.MULTILINE))
+
+
+def _init_sql_passwords(init_sh: str) -> dict[str, str]:
+    """Role -> the environment variable init.sh sets its password from."""
+    return dict(re.findall(r'^create_(?:db|reader)\s+(\w+)\s+"\$\{?(\w+)\}?"', init_sh, flags=re.MULTILINE))
+
+
+_PG_URL = re.compile(r"postgresql(?:\+\w+)?://([^:@/]+):([^@]*)@postgres(?::\d+)?/(\w+)")
+
+
 def check_databases(compose: Compose, init_sh: str, datasource: Mapping[str, Any]) -> Problems:
-    """Every PostgreSQL role/database the services use is created by init.sh, which gets the passwords it reads."""
+    """Every PostgreSQL role/database the services use is created by init.sh, which gets the passwords it reads;
+    each client sends the password init.sh gave its role; whatever only reads the store uses a read-only role."""
     problems: Problems = []
-    created = _init_sql_databases(init_sh)
-    used: set[tuple[str, str]] = set()
-    for text in strings_in(compose):
-        used |= set(re.findall(r"postgresql(?:\+\w+)?://([^:@/]+):[^@]*@postgres(?::\d+)?/(\w+)", text))
-    for service in services(compose).values():
+    created, readers = _init_sql_databases(init_sh), _init_sql_readers(init_sh)
+    postgres = services(compose).get("postgres", {})
+    role_passwords = {role: environment(postgres).get(var) for role, var in _init_sql_passwords(init_sh).items()}
+    logins: list[tuple[str, str, str, str]] = []  # (where, role, password as written, database)
+    for name, service in services(compose).items():
+        for text in strings_in(service):
+            logins += [(name, role, password, db) for role, password, db in _PG_URL.findall(text)]
         env = environment(service)
         if "POSTGRE_NAME" in env:  # Label Studio's own variables
-            used.add((env.get("POSTGRE_USER", ""), env["POSTGRE_NAME"]))
-    problems += [
-        f"database {db!r} of role {role!r} is used but init.sh does not create it"
-        for role, db in sorted(used - created)
-    ]
+            logins.append((name, env.get("POSTGRE_USER", ""), env.get("POSTGRE_PASSWORD", ""), env["POSTGRE_NAME"]))
+    grafana_env = environment(services(compose).get("grafana", {}))
     for source in datasource.get("datasources", []):
-        user, database = source.get("user"), (source.get("jsonData") or {}).get("database")
-        if (database not in {db for _, db in created}) or not re.search(
-            rf"GRANT CONNECT ON DATABASE {database} TO {user}\b", init_sh
-        ):
+        password = str((source.get("secureJsonData") or {}).get("password", ""))
+        expanded = grafana_env.get(password[2:-1], password) if password.startswith("${") else password
+        login = (f"grafana data source {source.get('name')!r}", source.get("user", ""), expanded)
+        logins.append((*login, (source.get("jsonData") or {}).get("database", "")))
+    for where, role, password, db in sorted(set(logins)):
+        if (role, db) not in created | readers:
+            problems.append(f"{where}: database {db!r} of role {role!r} is used but init.sh does not create it")
+        elif password != role_passwords.get(role):
             problems.append(
-                f"Grafana data source {source.get('name')!r}: init.sh grants {user!r} no access to {database!r}"
+                f"{where}: role {role!r} logs in with {password!r}, init.sh sets {role_passwords.get(role)!r}"
             )
-    postgres = services(compose).get("postgres", {})
+    read_only_clients = [
+        (f"grafana data source {s.get('name')!r}", s.get("user")) for s in datasource.get("datasources", [])
+    ]
+    for name, service in services(compose).items():
+        if command_tokens(service)[:2] == ["airflow", "api-server"]:  # the monitoring page only reads the store
+            match = _PG_URL.search(environment(service).get("PIPELINE_DB_URL", ""))
+            read_only_clients.append((name, match.group(1) if match else None))
+    for where, role in read_only_clients:
+        if role not in {reader for reader, _ in readers}:
+            problems.append(f"{where}: only reads the store but logs in as {role!r}, not a read-only role of init.sh")
     if not any(str(v).endswith(":/docker-entrypoint-initdb.d/10-init.sh:ro") for v in postgres.get("volumes") or []):
         problems.append("postgres: docker/postgres/init.sh is not mounted into /docker-entrypoint-initdb.d")
     for variable in sorted(set(re.findall(r"\b([A-Z][A-Z0-9_]*_PASSWORD)\b", init_sh))):
         if variable not in environment(postgres):
             problems.append(f"postgres: init.sh reads {variable}, which the service's environment does not set")
+    image_major = re.match(r"postgres:(\d+)", str(postgres.get("image", "")))
+    for source in datasource.get("datasources", []):
+        version = (source.get("jsonData") or {}).get("postgresVersion")
+        if image_major and version is not None and int(version) // 100 != int(image_major.group(1)):
+            problems.append(
+                f"grafana data source: postgresVersion {version}, the postgres image is {image_major.group(1)}"
+            )
     return problems
 
 
@@ -771,7 +850,7 @@ def check_sql(sql: str, schema: MetaData, where: str) -> Problems:
 
 
 def dashboard_queries(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any], str]]:
-    """(panel title, datasource, rawSql) of every query, rows' nested panels included."""
+    """(panel title, datasource, rawSql) of every query, rows' nested panels and template variables included."""
     panels = list(dashboard.get("panels", []))
     while panels:
         panel = panels.pop(0)
@@ -783,17 +862,54 @@ def dashboard_queries(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, Mappi
                     target.get("datasource") or panel.get("datasource") or {},
                     target["rawSql"],
                 )
+    for variable in (dashboard.get("templating") or {}).get("list", []):
+        if variable.get("type") == "query":
+            query = variable.get("query")
+            sql = query.get("rawSql") or query.get("query") if isinstance(query, Mapping) else query
+            yield f"variable ${variable.get('name')}", variable.get("datasource") or {}, str(sql or "")
+
+
+_METRIC_FILTER = re.compile(r"\bmetric\s*(=|<>|!=|\bin\b|\blike\b)\s*(\([^)]*\)|'(?:[^']|'')*')", re.IGNORECASE)
+
+
+def metric_filters(sql: str) -> list[tuple[str, str]]:
+    """(operator, literal) pairs that ``sql`` compares the column ``metric`` with (``like`` for LIKE patterns)."""
+    sql = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL)
+    return [
+        ("like" if operator.lower() == "like" else "=", literal.replace("''", "'"))
+        for operator, right in _METRIC_FILTER.findall(sql)
+        for literal in re.findall(r"'((?:[^']|'')*)'", right)
+    ]
+
+
+def is_known_metric(literal: str, operator: str, names: Collection[str], patterns: Collection[str]) -> bool:
+    """Whether a monitoring run writes a metric called ``literal`` (or, for LIKE, one that the pattern matches)."""
+    if operator == "like":
+        like = literal.replace("%", "*").replace("_", "?")
+        return any(fnmatch.fnmatchcase(name, like) for name in names) or any(
+            fnmatch.fnmatchcase(pattern.replace("*", "x"), like) for pattern in patterns
+        )
+    return literal in names or any(fnmatch.fnmatchcase(literal, pattern) for pattern in patterns)
 
 
 def check_dashboard(
     dashboard: Mapping[str, Any],
     schema: MetaData,
     datasource_uid: str,
-    expected: Mapping[str, Mapping[str, set[str]]] = EXPECTED_PANELS,
+    expected: Mapping[str, Mapping[str, set[str]]],
+    metrics: tuple[Collection[str], Collection[str]] = ((), ()),
+    expected_metrics: Mapping[str, str] | None = None,
 ) -> Problems:
-    """The SQL of every panel fits the store's schema and uses the provisioned data source; the expected panels exist."""
+    """The SQL of every panel and template variable fits the store's schema and uses the provisioned data source;
+    every metric name it filters monitor_metrics on is one a monitoring run writes; the expected panels exist and
+    query what they are about.
+
+    Args:
+        metrics: (names, fnmatch patterns) of the metrics a monitoring run writes into monitor_metrics.
+        expected_metrics: panel title -> the metric that panel must filter on.
+    """
     problems: Problems = []
-    seen: dict[str, tuple[set[str], set[str]]] = {}
+    seen: dict[str, tuple[set[str], set[str], list[tuple[str, str]]]] = {}
     for title, source, sql in dashboard_queries(dashboard):
         if source.get("uid") != datasource_uid:
             problems.append(
@@ -801,12 +917,19 @@ def check_dashboard(
             )
         problems += check_sql(sql, schema, f"panel {title!r}")
         tables, columns, _ = sql_references(sql)
-        seen[title] = (tables, {name for _, name in columns})
+        filters = metric_filters(sql) if "monitor_metrics" in tables else []
+        for operator, literal in filters:
+            if not is_known_metric(literal, operator, *metrics):
+                problems.append(f"panel {title!r}: no monitoring run writes a metric {literal!r} (monitor_metrics)")
+        seen[title] = (tables, {name for _, name in columns}, filters)
+    for title, metric in (expected_metrics or {}).items():
+        if title in seen and ("=", metric) not in seen[title][2]:
+            problems.append(f"panel {title!r} does not filter on metric = {metric!r}")
     for title, per_table in expected.items():
         if title not in seen:
             problems.append(f"panel {title!r} is missing")
             continue
-        tables, names = seen[title]
+        tables, names, _ = seen[title]
         for table, wanted in per_table.items():
             if table not in tables:
                 problems.append(f"panel {title!r} does not query {table}")
@@ -841,6 +964,447 @@ def check_grafana(compose: Compose, datasource: Mapping[str, Any], provider: Map
     return problems
 
 
+# --- What the store and the monitoring run really hold --------------------------------------------------------------
+def migrated_store_schema(directory: Path) -> MetaData:
+    """The tables and columns the Alembic migrations create (run on a SQLite file in ``directory``, reflected)."""
+    from pipeline.store import make_engine, upgrade
+    from pipeline.store.migrate import VERSION_TABLE
+
+    engine = make_engine(f"sqlite:///{directory / 'store.db'}")
+    try:
+        upgrade(engine)
+        schema = MetaData()
+        schema.reflect(engine)
+    finally:
+        engine.dispose()
+    schema.remove(schema.tables[VERSION_TABLE])
+    return schema
+
+
+@cache
+def monitoring_metric_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(names, fnmatch patterns) of the metrics a monitoring run writes into monitor_metrics.
+
+    The technical metrics come from running ``window_metrics`` on a tiny window; the drift metrics from the keys
+    ``pipeline.monitor.drift._metrics`` writes (read from its source: building a drift result takes a reference).
+    """
+    import pandas as pd
+
+    import pipeline.monitor.technical as technical
+
+    logs = pd.DataFrame(
+        {
+            "study_id": ["s1", "s2"],
+            "site": ["site-a", "site-a"],
+            "model_version": ["1", "1"],
+            "status": ["ok", "error"],
+            "error_type": [None, technical.ERROR_TYPES[0]],
+            "latency_s": [0.4, 2.0],
+            "decision": ["normal", None],
+        }
+    )
+    names = set(technical.window_metrics(logs)["metric"])
+    source = (Path(technical.__file__).parent / "drift.py").read_text(encoding="utf-8")
+    body = source[source.index("def _metrics(") :]
+    body = body[: body.index("\ndef ", 1)]
+    patterns: set[str] = set()
+    for literal in re.findall(r'"([a-z_]+(?:\.[a-z_{}.]+)+)"', body):
+        if "{" in literal:
+            patterns.add(re.sub(r"\{[^}]*\}", "*", literal))
+        else:
+            names.add(literal)
+    return frozenset(names), frozenset(patterns)
+
+
+# --- Airflow: configuration names, folders, queues ------------------------------------------------------------------
+def _airflow_package() -> Path:
+    spec = importlib.util.find_spec("airflow")  # finds the package without importing it (which is slow)
+    assert spec is not None and spec.submodule_search_locations, "apache-airflow is not installed"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@cache
+def airflow_config_options() -> frozenset[tuple[str, str]]:
+    """(section, option) pairs the installed Airflow (the constraints' version) and its providers know."""
+    package = _airflow_package()
+    core = yaml.safe_load((package / "config_templates" / "config.yml").read_text(encoding="utf-8"))
+    sections = [core]
+    for info_file in sorted((package / "providers").rglob("get_provider_info.py")):
+        spec = importlib.util.spec_from_file_location(f"_provider_info_{len(sections)}", info_file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # a generated file holding one dict, no imports
+        sections.append(module.get_provider_info().get("config") or {})
+    return frozenset(
+        (section, option) for config in sections for section, body in config.items() for option in body["options"]
+    )
+
+
+def airflow_services(compose: Compose) -> dict[str, dict[str, Any]]:
+    """The services that run Airflow (they carry its executor setting): components, workers, airflow-init."""
+    return {
+        name: service
+        for name, service in services(compose).items()
+        if "AIRFLOW__CORE__EXECUTOR" in environment(service)
+    }
+
+
+def check_airflow_config(compose: Compose, options: Collection[tuple[str, str]]) -> Problems:
+    """Every AIRFLOW__SECTION__OPTION is an option of the pinned Airflow; CeleryExecutor, Redis, PostgreSQL."""
+    problems: Problems = []
+    for name, service in services(compose).items():
+        for key in environment(service):
+            parts = key.split("__")
+            if parts[0] != "AIRFLOW" or len(parts) < 3:
+                continue
+            section, option = parts[1].lower(), "__".join(parts[2:]).lower()
+            option = re.sub(r"_(cmd|secret)$", "", option) if (section, option) not in options else option
+            if (section, option) not in options:
+                problems.append(f"{name}: {key} is not an option of the pinned Airflow ([{section}] {option})")
+    for name, service in airflow_services(compose).items():
+        env = environment(service)
+        if "CeleryExecutor" not in env.get("AIRFLOW__CORE__EXECUTOR", "").split(","):
+            problems.append(f"{name}: the executor is not CeleryExecutor")
+        if not env.get("AIRFLOW__CELERY__BROKER_URL", "").startswith("redis://"):
+            problems.append(f"{name}: the Celery broker is not Redis")
+        if not env.get("AIRFLOW__CELERY__RESULT_BACKEND", "").startswith("db+postgresql"):
+            problems.append(f"{name}: the Celery result backend is not PostgreSQL (db+postgresql://)")
+        if not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").startswith("postgresql"):
+            problems.append(f"{name}: the metadata database is not PostgreSQL")
+        if "AIRFLOW__CORE__EXECUTION_API_SERVER_URL" not in env:
+            problems.append(f"{name}: no AIRFLOW__CORE__EXECUTION_API_SERVER_URL (workers report to the API server)")
+    return problems
+
+
+def _copied_to(dockerfile: Path) -> dict[str, str]:
+    """Destination -> source (normalised, no trailing slash) of the COPY instructions from the build context."""
+    copied = {}
+    for keyword, arguments in dockerfile_instructions(dockerfile.read_text(encoding="utf-8")):
+        if keyword == "COPY":
+            flags, paths = _copy_arguments(arguments)
+            if not any(flag.startswith("--from") for flag in flags) and len(paths) == 2:
+                copied[paths[1].rstrip("/")] = paths[0].rstrip("/")
+    return copied
+
+
+def check_airflow_folders(compose: Compose, repo: Path) -> Problems:
+    """Every Airflow service has dags/ and plugins/ at its DAGS_FOLDER and PLUGINS_FOLDER: baked into its image
+    (so the image runs without compose, Kubernetes included) and, where bind-mounted, mounted from that folder."""
+    problems: Problems = []
+    dockerfiles = build_dockerfiles(compose, repo)
+    for name, service in airflow_services(compose).items():
+        env = environment(service)
+        mounts = {}
+        for volume in service.get("volumes") or []:
+            parts = str(volume).split(":")
+            if len(parts) >= 2:
+                mounts[parts[1].rstrip("/")] = parts[0]
+        dockerfile = dockerfiles.get(name, (None, None))[1]
+        copied = _copied_to(dockerfile) if dockerfile is not None and dockerfile.is_file() else {}
+        for variable, folder in (("AIRFLOW__CORE__DAGS_FOLDER", "dags"), ("AIRFLOW__CORE__PLUGINS_FOLDER", "plugins")):
+            target = env.get(variable, "").rstrip("/")
+            if not target:
+                problems.append(f"{name}: {variable} is not set")
+                continue
+            if copied.get(target) != folder:
+                problems.append(f"{name}: its image does not COPY {folder}/ to {target} ({variable})")
+            if target in mounts and mounts[target].rstrip("/") != f"./{folder}":
+                problems.append(f"{name}: {target} is mounted from {mounts[target]!r}, not ./{folder}")
+    return problems
+
+
+def dag_queues(dags: Path) -> tuple[set[str], Problems]:
+    """The Celery queues the DAG files send tasks to (``queue=``), constants resolved from pipeline.executors."""
+    queues: set[str] = set()
+    problems: Problems = []
+    for path in sorted(dags.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.keyword) or node.arg != "queue":
+                continue
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                queues.add(node.value.value)
+            elif isinstance(node.value, ast.Name) and isinstance(getattr(pipeline.executors, node.value.id, None), str):
+                queues.add(getattr(pipeline.executors, node.value.id))
+            else:
+                problems.append(f"{path.name}:{node.lineno}: queue={ast.unparse(node.value)} cannot be resolved")
+    return queues, problems
+
+
+def check_dag_queues(compose: Compose, dags: Path) -> Problems:
+    """Every queue a DAG uses (and the default queue) is served by a Celery worker of the compose file."""
+    used, problems = dag_queues(dags)
+    served = {queue for s in services(compose).values() for queue in celery_queues(command_tokens(s)) or []}
+    return problems + [f"queue {queue!r} is used by a DAG but no worker serves it" for queue in sorted(used - served)]
+
+
+# --- The monitoring page and Label Studio's files --------------------------------------------------------------------
+def _mount_of(service: Mapping[str, Any], target: str) -> tuple[str, bool] | None:
+    """(source, read-only) of what ``service`` mounts at ``target``, or None."""
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if len(parts) >= 2 and parts[1].rstrip("/") == target.rstrip("/"):
+            return parts[0], len(parts) > 2 and "ro" in parts[2].split(",")
+    return None
+
+
+def check_label_studio_files(compose: Compose, env: Mapping[str, str]) -> Problems:
+    """Label Studio serves the renderings from the folder the workers write them to (same volume, same path, as
+    PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT says), and never mounts the storage root with the raw DICOM (PHI)."""
+    problems: Problems = []
+    compose = interpolate_tree(compose, env)
+    label_studio = services(compose).get("label-studio")
+    if label_studio is None:
+        return ["no label-studio service"]
+    root = environment(label_studio).get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", "")
+    ls_mount = _mount_of(label_studio, root) if root else None
+    if ls_mount is None:
+        return [f"label-studio: nothing is mounted at its local-files document root {root!r}"]
+    workers = {n: s for n, s in services(compose).items() if celery_queues(command_tokens(s)) is not None}
+    for name, worker in workers.items():
+        worker_env = environment(worker)
+        if worker_env.get("PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT", "").rstrip("/") != root.rstrip("/"):
+            problems.append(
+                f"{name}: PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT is {worker_env.get('PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT')!r}, "
+                f"Label Studio serves {root!r} (the pipeline registers its own path as local storage)"
+            )
+        mount = _mount_of(worker, root)
+        if mount is None or mount[0] != ls_mount[0]:
+            problems.append(f"{name}: does not mount {ls_mount[0]!r} at {root}, where Label Studio reads renderings")
+        elif mount[1]:
+            problems.append(f"{name}: mounts {root} read-only, but writes the renderings there")
+        storage = _mount_of(worker, worker_env.get("PIPELINE_STORAGE_ROOT", ""))
+        ls_sources = {str(v).split(":")[0] for v in label_studio.get("volumes") or []}
+        if storage is not None and storage[0] in ls_sources:
+            problems.append(f"label-studio: mounts {storage[0]!r}, the storage root with the raw DICOM (PHI)")
+    return sorted(set(problems))
+
+
+def check_monitoring_page(compose: Compose) -> Problems:
+    """The API server, which serves plugins/monitoring_page.py, gets the store's URL and MLflow's."""
+    problems: Problems = []
+    api_servers = [n for n, s in services(compose).items() if command_tokens(s)[:2] == ["airflow", "api-server"]]
+    if not api_servers:
+        return ["no service runs `airflow api-server`"]
+    for name in api_servers:
+        env = environment(services(compose)[name])
+        for key in ("PIPELINE_DB_URL", "PIPELINE_MLFLOW_TRACKING_URI", "PIPELINE_MODEL_NAME"):
+            if key not in env:
+                problems.append(f"{name}: lacks {key}, which the monitoring page (plugins/) reads")
+    return problems
+
+
+# --- Compose's own vocabulary ------------------------------------------------------------------------------------------
+_SERVICE_KEYS = frozenset(
+    """
+    annotations attach blkio_config build cap_add cap_drop cgroup cgroup_parent command configs container_name
+    cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime cpu_shares cpus cpuset credential_spec
+    depends_on deploy develop device_cgroup_rules devices dns dns_opt dns_search domainname entrypoint env_file
+    environment expose extends external_links extra_hosts gpus group_add healthcheck hostname image init ipc
+    isolation labels links logging mac_address mem_limit mem_reservation mem_swappiness memswap_limit network_mode
+    networks oom_kill_disable oom_score_adj pid pids_limit platform ports post_start pre_stop privileged profiles
+    pull_policy read_only restart runtime scale secrets security_opt shm_size stdin_open stop_grace_period
+    stop_signal storage_opt sysctls tmpfs tty ulimits user userns_mode uts volumes volumes_from working_dir
+    """.split()  # noqa: SIM905
+)
+_HEALTHCHECK_KEYS = frozenset({"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"})
+_TOP_LEVEL_KEYS = frozenset({"name", "services", "volumes", "networks", "configs", "secrets", "include", "models"})
+
+
+def check_compose_keys(compose: Compose) -> Problems:
+    """Keys are Compose's (a misspelt `healtcheck` is silently ignored by older engines, refused by newer ones)."""
+    problems = [
+        f"unknown top-level key {key!r}" for key in compose if key not in _TOP_LEVEL_KEYS and not key.startswith("x-")
+    ]
+    for name, service in services(compose).items():
+        problems += [f"{name}: unknown key {key!r}" for key in service if key not in _SERVICE_KEYS]
+        problems += [
+            f"{name}: unknown healthcheck key {key!r}"
+            for key in service.get("healthcheck") or {}
+            if key not in _HEALTHCHECK_KEYS
+        ]
+        depends_on = service.get("depends_on")
+        for target, options in depends_on.items() if isinstance(depends_on, dict) else []:
+            problems += [
+                f"{name}: unknown depends_on key {key!r} for {target}"
+                for key in options or {}
+                if key not in ("condition", "restart", "required")
+            ]
+        restart = service.get("restart")
+        if restart is not None and not (
+            restart is False or re.fullmatch(r"no|always|unless-stopped|on-failure(:\d+)?", str(restart))
+        ):
+            problems.append(f"{name}: restart policy {restart!r} is not one of Compose's")
+    return problems
+
+
+# --- Images: versions against the constraints ------------------------------------------------------------------------
+def dockerfile_args(dockerfile: Path) -> dict[str, str]:
+    """ARG defaults of every stage (a later default of the same name wins)."""
+    defaults = {}
+    for keyword, arguments in dockerfile_instructions(dockerfile.read_text(encoding="utf-8")):
+        if keyword == "ARG" and "=" in arguments:
+            name, value = arguments.split("=", 1)
+            defaults[name.strip()] = value.strip().strip("'\"")
+    return defaults
+
+
+def constraint_pins(path: Path) -> dict[str, str]:
+    """Project name (normalised) -> pinned version of a pip-compile output."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def _torch_range(repo: Path = REPO_ROOT) -> str:
+    """The project's torch specifier (pyproject.toml), e.g. ``>=2.4,<2.14``."""
+    dependencies = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    requirement = next(Requirement(d) for d in dependencies if Requirement(d).name == "torch")
+    return str(requirement.specifier)
+
+
+def _pip_install_lines(dockerfile: Path, package: str) -> list[str]:
+    return [
+        arguments
+        for keyword, arguments in dockerfile_instructions(dockerfile.read_text(encoding="utf-8"))
+        if keyword == "RUN" and "pip install" in arguments and f'"{package}==' in arguments
+    ]
+
+
+def _cuda_major_of_index(url: str) -> str | None:
+    match = re.search(r"/whl/cu(\d+)/?$", url)
+    return match.group(1)[:-1] if match else None  # cu130 -> 13, cu128 -> 12
+
+
+def check_torch_builds(cpu: Path, gpu: Path, constraints: Mapping[str, str], torch_range: str) -> Problems:
+    """Both Airflow images install the constraints' torch, inside the project's range: the CPU image the CPU wheel,
+    the GPU image the CUDA build whose CUDA major matches its nvidia/cuda base and the constraints' nvidia wheels."""
+    problems: Problems = []
+    pinned = constraints.get("torch")
+    for dockerfile in (cpu, gpu):
+        args = dockerfile_args(dockerfile)
+        version = args.get("TORCH_VERSION")
+        if version != pinned:
+            problems.append(f"{dockerfile.name}: TORCH_VERSION {version!r}, the constraints pin torch=={pinned}")
+        if version and Version(version) not in SpecifierSet(torch_range):
+            problems.append(f"{dockerfile.name}: torch {version} is outside the project's range {torch_range!r}")
+        lines = _pip_install_lines(dockerfile, "torch")
+        if not any('--index-url "${TORCH_INDEX_URL}"' in line and "torch==${TORCH_VERSION}" in line for line in lines):
+            problems.append(
+                f"{dockerfile.name}: no `pip install --index-url ${{TORCH_INDEX_URL}} torch==${{TORCH_VERSION}}`"
+            )
+    if not dockerfile_args(cpu).get("TORCH_INDEX_URL", "").rstrip("/").endswith("/whl/cpu"):
+        problems.append(f"{cpu.name}: torch does not come from PyTorch's CPU index (/whl/cpu)")
+    index = dockerfile_args(gpu).get("TORCH_INDEX_URL", "")
+    index_major = _cuda_major_of_index(index)
+    cuda_bases = [m.group(1) for b in dockerfile_base_images(gpu) if (m := re.match(r"nvidia/cuda:(\d+)\.", b))]
+    base_major = cuda_bases[-1] if cuda_bases else None
+    if index_major is None:
+        problems.append(f"{gpu.name}: torch does not come from a PyTorch CUDA index (/whl/cuNNN): {index!r}")
+    elif index_major != base_major:
+        problems.append(f"{gpu.name}: torch index is CUDA {index_major}, the base image CUDA {base_major}")
+    wheel_majors = {m.group(1) for name in constraints if (m := re.match(r"nvidia-.*-cu(\d+)$", name))}
+    if index_major and wheel_majors and wheel_majors != {index_major}:
+        problems.append(
+            f"constraints: nvidia wheels for CUDA {sorted(wheel_majors)}, the GPU image is CUDA {index_major}"
+        )
+    return problems
+
+
+def _image_tag(image: str) -> str:
+    return image.rsplit("/", 1)[-1].partition(":")[2]
+
+
+def check_image_versions(compose: Compose, env: Mapping[str, str], repo: Path) -> Problems:
+    """Image tags and the versions baked into images agree with the project, its constraints and its test servers."""
+    problems: Problems = []
+    pyproject = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    constraints = constraint_pins(repo / "requirements" / "constraints.txt")
+    resolved = services(interpolate_tree(compose, env))
+    for name in ("airflow-apiserver", "airflow-worker-gpu"):
+        tag = _image_tag(str(resolved.get(name, {}).get("image", "")))
+        if tag != pyproject["version"]:
+            problems.append(f"{name}: image tag {tag!r} is not the package's version {pyproject['version']}")
+    mlflow_args = dockerfile_args(repo / "docker" / "mlflow.Dockerfile")
+    for arg, project in (("MLFLOW_VERSION", "mlflow"), ("PSYCOPG2_VERSION", "psycopg2-binary")):
+        if mlflow_args.get(arg) != constraints.get(project):
+            problems.append(
+                f"mlflow.Dockerfile: {arg} {mlflow_args.get(arg)!r}, the constraints pin {project}=={constraints.get(project)}"
+            )
+    if _image_tag(str(resolved.get("mlflow", {}).get("image", ""))) != mlflow_args.get("MLFLOW_VERSION"):
+        problems.append("mlflow: image tag is not the MLflow version mlflow.Dockerfile installs")
+    label_studio = constraint_pins(repo / "requirements" / "labelstudio.txt").get("label-studio")
+    if _image_tag(str(resolved.get("label-studio", {}).get("image", ""))) != label_studio:
+        problems.append(f"label-studio: image tag is not label-studio=={label_studio}, the version the tests run")
+    pythons = {
+        "airflow.Dockerfile": re.search(
+            r"python:(\d+\.\d+)", dockerfile_args(repo / "docker" / "airflow.Dockerfile").get("PYTHON_IMAGE", "")
+        ),
+        "gpu-worker.Dockerfile": re.fullmatch(
+            r"(\d+\.\d+)", dockerfile_args(repo / "docker" / "gpu-worker.Dockerfile").get("PYTHON_VERSION", "")
+        ),
+    }
+    versions = {name: match.group(1) if match else None for name, match in pythons.items()}
+    for name, version in versions.items():
+        if version is None or Version(version) not in SpecifierSet(pyproject["requires-python"]):
+            problems.append(f"{name}: Python {version} is outside requires-python {pyproject['requires-python']!r}")
+    if len(set(versions.values())) != 1:
+        problems.append(f"the CPU and GPU images run different Pythons: {versions}")
+    return problems
+
+
+# --- docs/deploy.md ---------------------------------------------------------------------------------------------------
+def markdown_sections(text: str) -> list[tuple[int, str, str]]:
+    """(level, title, body) of every heading outside code fences; a body includes its subsections."""
+    headings: list[tuple[int, int, str]] = []  # (line index, level, title)
+    lines = text.splitlines()
+    fenced = False
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)):
+            headings.append((index, len(match.group(1)), match.group(2)))
+    sections = []
+    for position, (index, level, title) in enumerate(headings):
+        end = next((i for i, lvl, _ in headings[position + 1 :] if lvl <= level), len(lines))
+        sections.append((level, title, "\n".join(lines[index + 1 : end])))
+    return sections
+
+
+def check_deploy_doc(text: str, compose: Compose, required: Mapping[str, Collection[str]]) -> Problems:
+    """A heading per service, every named volume and dashboard named, and the required sections with their topics."""
+    sections = markdown_sections(text)
+    titles = [title for _, title, _ in sections]
+    problems = [
+        f"docs/deploy.md: no section (heading) for the service `{name}`"
+        for name in services(compose)
+        if not any(f"`{name}`" in title for title in titles)
+    ]
+    problems += [
+        f"docs/deploy.md: the volume `{volume}` is not described"
+        for volume in compose.get("volumes") or {}
+        if f"`{volume}`" not in text
+    ]
+    problems += [
+        f"docs/deploy.md: the dashboard {path.name} is not described"
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        if path.name not in text
+    ]
+    for heading, topics in required.items():
+        bodies = [body for _, title, body in sections if title.lower().startswith(heading.lower())]
+        if not bodies:
+            problems.append(f"docs/deploy.md: no section {heading!r}")
+            continue
+        problems += [
+            f"docs/deploy.md: section {heading!r} does not mention {topic!r}"
+            for topic in topics
+            if topic.lower() not in bodies[0].lower()
+        ]
+    return problems
+
+
 # === Tests on the real files =========================================================================================
 @pytest.fixture(scope="module")
 def compose() -> Compose:
@@ -855,6 +1419,11 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def datasource() -> dict[str, Any]:
     return load_yaml(DATASOURCE_FILE)
+
+
+@pytest.fixture(scope="module")
+def migrated_schema(tmp_path_factory: pytest.TempPathFactory) -> MetaData:
+    return migrated_store_schema(tmp_path_factory.mktemp("store"))
 
 
 def test_compose_file_parses_with_the_expected_services(compose: Compose) -> None:
@@ -884,8 +1453,15 @@ COMPOSE_CHECKS: dict[str, Callable[[Compose, Mapping[str, str]], Problems]] = {
     "secrets": lambda c, e: check_no_literal_secrets(c),
     "pipeline_env": lambda c, e: check_pipeline_env(c),
     "airflow": lambda c, e: check_airflow_components(c),
+    "airflow_config": lambda c, e: check_airflow_config(c, airflow_config_options()),
+    "airflow_folders": lambda c, e: check_airflow_folders(c, REPO_ROOT),
+    "dag_queues": lambda c, e: check_dag_queues(c, REPO_ROOT / "dags"),
+    "label_studio_files": check_label_studio_files,
+    "monitoring_page": lambda c, e: check_monitoring_page(c),
+    "keys": lambda c, e: check_compose_keys(c),
     "mlflow": check_mlflow,
     "images": check_images_pinned,
+    "image_versions": lambda c, e: check_image_versions(c, e, REPO_ROOT),
 }
 
 
@@ -904,11 +1480,40 @@ def test_grafana_provisioning_is_wired(compose: Compose, datasource: dict[str, A
     assert check_grafana(compose, datasource, load_yaml(DASHBOARD_PROVIDER_FILE)) == []
 
 
-def test_dashboard_queries_only_tables_and_columns_of_the_store(datasource: dict[str, Any]) -> None:
-    dashboard = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+def test_the_migrations_create_the_tables_and_columns_of_the_schema_module(migrated_schema: MetaData) -> None:
+    """The dashboards are checked against the migrations; schema.py must agree (names here, types in integration)."""
+    migrated = {name: {column.name for column in table.columns} for name, table in migrated_schema.tables.items()}
+    declared = {name: {column.name for column in table.columns} for name, table in store_metadata.tables.items()}
+    assert migrated == declared
+
+
+@pytest.mark.parametrize("dashboard_file", sorted(path.name for path in DASHBOARDS.glob("*.json")))
+def test_dashboard_queries_only_tables_and_columns_the_migrations_create(
+    dashboard_file: str, datasource: dict[str, Any], migrated_schema: MetaData
+) -> None:
+    dashboard = json.loads((DASHBOARDS / dashboard_file).read_text(encoding="utf-8"))
     uid = datasource["datasources"][0]["uid"]
-    assert len(list(dashboard_queries(dashboard))) >= len(EXPECTED_PANELS)
-    assert check_dashboard(dashboard, store_metadata, uid) == []
+    expected = EXPECTED_DASHBOARDS.get(dashboard_file, {})
+    assert len(list(dashboard_queries(dashboard))) >= len(expected)
+    problems = check_dashboard(
+        dashboard, migrated_schema, uid, expected, monitoring_metric_names(), EXPECTED_PANEL_METRICS
+    )
+    assert problems == []
+
+
+def test_there_is_a_dashboard_over_the_metrics_table() -> None:
+    assert EXPECTED_DASHBOARDS.keys() <= {path.name for path in DASHBOARDS.glob("*.json")}
+    dashboard = json.loads(MONITORING_DASHBOARD_FILE.read_text(encoding="utf-8"))
+    metric_panels = [
+        title for title, _, sql in dashboard_queries(dashboard) if "monitor_metrics" in sql_references(sql)[0]
+    ]
+    assert len(metric_panels) >= len(EXPECTED_PANEL_METRICS)
+
+
+def test_the_monitoring_run_writes_the_metrics_the_dashboard_needs() -> None:
+    names, patterns = monitoring_metric_names()
+    assert set(EXPECTED_PANEL_METRICS.values()) <= names
+    assert "drift.*.distance" in patterns
 
 
 def test_every_dockerfile_copy_source_exists() -> None:
@@ -920,13 +1525,55 @@ def test_every_dockerfile_copy_source_exists() -> None:
 
 
 def test_gpu_image_is_cuda_based_and_serves_only_the_gpu_queue() -> None:
-    dockerfile = REPO_ROOT / "docker" / "gpu-worker.Dockerfile"
+    dockerfile = DOCKERFILES["gpu-worker"]
     instructions = dockerfile_instructions(dockerfile.read_text(encoding="utf-8"))
     cmd = json.loads(next(arguments for keyword, arguments in instructions if keyword == "CMD"))
     assert celery_queues(cmd) == ["gpu"]
     assert any(base.startswith("nvidia/cuda:") for base in dockerfile_base_images(dockerfile))
-    cpu = (REPO_ROOT / "docker" / "airflow.Dockerfile").read_text(encoding="utf-8")
-    assert "whl/cpu" in cpu  # the CPU image must not pull the CUDA build
+
+
+def test_torch_is_the_cpu_wheel_on_cpu_and_the_cuda_build_on_gpu() -> None:
+    constraints = constraint_pins(REPO_ROOT / "requirements" / "constraints.txt")
+    assert check_torch_builds(DOCKERFILES["airflow"], DOCKERFILES["gpu-worker"], constraints, _torch_range()) == []
+
+
+def test_airflow_images_bake_dags_and_plugins() -> None:
+    for name in ("airflow", "gpu-worker"):
+        copied = _copied_to(DOCKERFILES[name])
+        assert copied.get("/opt/airflow/dags") == "dags", name
+        assert copied.get("/opt/airflow/plugins") == "plugins", name
+
+
+def test_deploy_doc_covers_every_service_scaling_backups_and_upgrades(compose: Compose) -> None:
+    assert check_deploy_doc(DEPLOY_DOC.read_text(encoding="utf-8"), compose, REQUIRED_DOC_SECTIONS) == []
+
+
+def test_deploy_doc_checker_catches_gaps(compose: Compose) -> None:
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    without_redis = text.replace("### `redis`", "### The broker")
+    assert check_deploy_doc(without_redis, compose, REQUIRED_DOC_SECTIONS) == [
+        "docs/deploy.md: no section (heading) for the service `redis`"
+    ]
+    without_backups = text.replace("## Backups", "## Keeping copies")
+    assert "docs/deploy.md: no section 'Backups'" in check_deploy_doc(without_backups, compose, REQUIRED_DOC_SECTIONS)
+    without_store_migration = text.replace("pipeline db upgrade", "pipeline db migrate")
+    assert "docs/deploy.md: section 'Upgrading' does not mention 'pipeline db upgrade'" in check_deploy_doc(
+        without_store_migration, compose, REQUIRED_DOC_SECTIONS
+    )
+    in_a_code_block = "```\n## Backups\n```\n" + without_backups
+    assert "docs/deploy.md: no section 'Backups'" in check_deploy_doc(in_a_code_block, compose, REQUIRED_DOC_SECTIONS)
+    assert markdown_sections("# A\ntext\n## B\nmore\n# C\n") == [
+        (1, "A", "text\n## B\nmore"),
+        (2, "B", "more"),
+        (1, "C", ""),
+    ]
+
+
+def test_the_dags_use_the_gpu_queue() -> None:
+    """The GPU worker is there for retrain_model's training task (else check_dag_queues would prove little)."""
+    queues, problems = dag_queues(REPO_ROOT / "dags")
+    assert problems == []
+    assert pipeline.executors.GPU_QUEUE in queues
 
 
 # === The checkers find what they are meant to find ==================================================================
@@ -1025,6 +1672,71 @@ def _unpinned_image(c: Compose) -> None:
     _service(c, "redis")["image"] = "redis:latest"
 
 
+def _own_environment(c: Compose, name: str) -> dict[str, Any]:
+    """The service's environment as its own mapping (the YAML anchors make services share one)."""
+    service = _service(c, name)
+    service["environment"] = dict(service["environment"])
+    return service["environment"]
+
+
+def _misspelt_airflow_option(c: Compose) -> None:
+    _own_environment(c, "airflow-scheduler")["AIRFLOW__SCHEDULER__ENABLE_HEALTHCHECK"] = "true"
+
+
+def _local_executor(c: Compose) -> None:
+    _own_environment(c, "airflow-worker")["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+
+
+def _rabbitmq_broker(c: Compose) -> None:
+    _own_environment(c, "airflow-triggerer")["AIRFLOW__CELERY__BROKER_URL"] = "amqp://guest:${REDIS_PASSWORD}@mq//"
+
+
+def _plugins_folder_not_baked(c: Compose) -> None:
+    _own_environment(c, "airflow-apiserver")["AIRFLOW__CORE__PLUGINS_FOLDER"] = "/opt/airflow/more-plugins"
+
+
+def _dags_mounted_as_plugins(c: Compose) -> None:
+    worker = _service(c, "airflow-worker")
+    worker["volumes"] = [v.replace("./plugins:", "./dags:") for v in worker["volumes"]]
+
+
+def _gpu_queue_renamed(c: Compose) -> None:
+    _service(c, "airflow-worker-gpu")["command"] = ["airflow", "celery", "worker", "--queues", "cuda"]
+
+
+def _label_studio_sees_raw_dicom(c: Compose) -> None:
+    _service(c, "label-studio")["volumes"].append("pipeline-storage:/data/storage:ro")
+
+
+def _renderings_elsewhere(c: Compose) -> None:
+    _own_environment(c, "airflow-worker")["PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT"] = "/opt/pipeline/storage/renderings"
+
+
+def _renderings_read_only(c: Compose) -> None:
+    worker = _service(c, "airflow-worker-gpu")
+    worker["volumes"] = [f"{v}:ro" if v.startswith("label-studio-files:") else v for v in worker["volumes"]]
+
+
+def _page_without_store(c: Compose) -> None:
+    del _own_environment(c, "airflow-apiserver")["PIPELINE_DB_URL"]
+
+
+def _misspelt_healthcheck(c: Compose) -> None:
+    _service(c, "redis")["healtcheck"] = _service(c, "redis").pop("healthcheck")
+
+
+def _odd_restart_policy(c: Compose) -> None:
+    _service(c, "grafana")["restart"] = "sometimes"
+
+
+def _mlflow_image_tag_differs(c: Compose) -> None:
+    _service(c, "mlflow")["image"] = "medimg-mlops/mlflow:3.1.0"
+
+
+def _label_studio_not_the_tested_version(c: Compose) -> None:
+    _service(c, "label-studio")["image"] = "heartexlabs/label-studio:1.20.0"
+
+
 BROKEN_COMPOSE_CASES = [
     (_break_mlflow_healthcheck, "healthchecks", "mlflow: long-running service without a healthcheck"),
     (_break_mlflow_healthcheck, "depends_on", "waits for mlflow to be healthy, but mlflow has no healthcheck"),
@@ -1048,6 +1760,20 @@ BROKEN_COMPOSE_CASES = [
     (_mlflow_artifacts_on_local_disk, "mlflow", "--artifacts-destination is not an s3:// location"),
     (_mlflow_rejects_service_name, "mlflow", "MLflow rejects Host 'mlflow:5000'"),
     (_unpinned_image, "images", "redis: image 'redis:latest' is not pinned"),
+    (_misspelt_airflow_option, "airflow_config", "AIRFLOW__SCHEDULER__ENABLE_HEALTHCHECK is not an option"),
+    (_local_executor, "airflow_config", "airflow-worker: the executor is not CeleryExecutor"),
+    (_rabbitmq_broker, "airflow_config", "airflow-triggerer: the Celery broker is not Redis"),
+    (_plugins_folder_not_baked, "airflow_folders", "does not COPY plugins/ to /opt/airflow/more-plugins"),
+    (_dags_mounted_as_plugins, "airflow_folders", "/opt/airflow/plugins is mounted from './dags', not ./plugins"),
+    (_gpu_queue_renamed, "dag_queues", "queue 'gpu' is used by a DAG but no worker serves it"),
+    (_label_studio_sees_raw_dicom, "label_studio_files", "the storage root with the raw DICOM (PHI)"),
+    (_renderings_elsewhere, "label_studio_files", "airflow-worker: PIPELINE_LABEL_STUDIO_DOCUMENT_ROOT is"),
+    (_renderings_read_only, "label_studio_files", "mounts /opt/pipeline/label-studio-files read-only"),
+    (_page_without_store, "monitoring_page", "airflow-apiserver: lacks PIPELINE_DB_URL"),
+    (_misspelt_healthcheck, "keys", "redis: unknown key 'healtcheck'"),
+    (_odd_restart_policy, "keys", "grafana: restart policy 'sometimes'"),
+    (_mlflow_image_tag_differs, "image_versions", "mlflow: image tag is not the MLflow version"),
+    (_label_studio_not_the_tested_version, "image_versions", "label-studio: image tag is not label-studio=="),
 ]
 
 
@@ -1064,6 +1790,39 @@ def test_checkers_catch_a_broken_compose(
     breakage(broken)
     problems = COMPOSE_CHECKS[check](broken, env)
     assert any(needle in problem for problem in problems), problems  # ...and the broken copy fails it
+
+
+def _variant(source: Path, target: Path, *replacements: tuple[str, str]) -> Path:
+    text = source.read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def test_torch_checker_catches_wrong_builds(tmp_path: Path) -> None:
+    constraints = constraint_pins(REPO_ROOT / "requirements" / "constraints.txt")
+    cpu, gpu, torch_range = DOCKERFILES["airflow"], DOCKERFILES["gpu-worker"], _torch_range()
+    pypi_cpu = _variant(cpu, tmp_path / "cpu.Dockerfile", ("download.pytorch.org/whl/cpu", "pypi.org/simple"))
+    assert any("CPU index" in p for p in check_torch_builds(pypi_cpu, gpu, constraints, torch_range))
+    old_torch = _variant(cpu, tmp_path / "old.Dockerfile", ("TORCH_VERSION=2.13.0", "TORCH_VERSION=2.3.1"))
+    problems = check_torch_builds(old_torch, gpu, constraints, torch_range)
+    assert any("the constraints pin torch==2.13.0" in p for p in problems)
+    assert any("outside the project's range" in p for p in problems)
+    cuda12_index = _variant(gpu, tmp_path / "cu128.Dockerfile", ("whl/cu130", "whl/cu128"))
+    assert any(
+        "torch index is CUDA 12, the base image CUDA 13" in p
+        for p in check_torch_builds(cpu, cuda12_index, constraints, torch_range)
+    )
+    cuda12_all = _variant(
+        gpu, tmp_path / "cuda12.Dockerfile", ("whl/cu130", "whl/cu128"), ("cuda:13.0.1", "cuda:12.8.1")
+    )
+    assert any(
+        "nvidia wheels for CUDA ['13']" in p for p in check_torch_builds(cpu, cuda12_all, constraints, torch_range)
+    )
+    unpinned = _variant(gpu, tmp_path / "unpinned.Dockerfile", ('"torch==${TORCH_VERSION}"', "torch"))
+    assert any("no `pip install" in p for p in check_torch_builds(cpu, unpinned, constraints, torch_range))
 
 
 def test_unused_and_missing_env_variables_are_reported(compose: Compose, env: dict[str, str]) -> None:
@@ -1089,11 +1848,44 @@ def test_database_checker_catches_an_unknown_database(compose: Compose, datasour
         "postgresql+psycopg2://mlflow:${MLFLOW_DB_PASSWORD}@postgres:5432/mlflow_typo"
     )
     assert any("'mlflow_typo'" in p for p in check_databases(broken, init_sh, datasource))
-    without_grafana = init_sh.replace("GRANT CONNECT ON DATABASE pipeline TO grafana_reader;", "")
-    assert any("grants 'grafana_reader' no access" in p for p in check_databases(compose, without_grafana, datasource))
+    without_reader = init_sh.replace(
+        'create_reader pipeline_reader "$PIPELINE_READER_DB_PASSWORD" pipeline pipeline', ""
+    )
+    problems = check_databases(compose, without_reader, datasource)
+    assert any(
+        p.startswith("grafana data source 'Pipeline store': database 'pipeline' of role 'pipeline_reader'")
+        for p in problems
+    )
+    assert any(
+        p.startswith("airflow-apiserver: only reads the store but logs in as 'pipeline_reader'") for p in problems
+    )
     without_password = copy.deepcopy(compose)
-    del _service(without_password, "postgres")["environment"]["GRAFANA_DB_PASSWORD"]
-    assert any("reads GRAFANA_DB_PASSWORD" in p for p in check_databases(without_password, init_sh, datasource))
+    del _service(without_password, "postgres")["environment"]["PIPELINE_READER_DB_PASSWORD"]
+    assert any("reads PIPELINE_READER_DB_PASSWORD" in p for p in check_databases(without_password, init_sh, datasource))
+
+
+def test_database_checker_catches_a_wrong_password_and_a_writer_where_a_reader_belongs(
+    compose: Compose, datasource: dict[str, Any]
+) -> None:
+    init_sh = POSTGRES_INIT.read_text(encoding="utf-8")
+    swapped = copy.deepcopy(compose)
+    _service(swapped, "label-studio")["environment"]["POSTGRE_PASSWORD"] = "${PIPELINE_DB_PASSWORD}"
+    assert any(
+        p.startswith("label-studio: role 'labelstudio' logs in with '${PIPELINE_DB_PASSWORD}'")
+        for p in check_databases(swapped, init_sh, datasource)
+    )
+    writer = copy.deepcopy(compose)
+    apiserver = _service(writer, "airflow-apiserver")
+    apiserver["environment"] = dict(apiserver["environment"])
+    apiserver["environment"]["PIPELINE_DB_URL"] = "postgresql://pipeline:${PIPELINE_DB_PASSWORD}@postgres:5432/pipeline"
+    assert "airflow-apiserver: only reads the store but logs in as 'pipeline', not a read-only role of init.sh" in (
+        check_databases(writer, init_sh, datasource)
+    )
+    grafana_as_owner = copy.deepcopy(datasource)
+    grafana_as_owner["datasources"][0]["user"] = "pipeline"
+    assert any("logs in as 'pipeline'" in p for p in check_databases(compose, init_sh, grafana_as_owner))
+    grafana_as_owner["datasources"][0]["jsonData"]["postgresVersion"] = 1500
+    assert any("postgresVersion 1500" in p for p in check_databases(compose, init_sh, grafana_as_owner))
 
 
 def test_grafana_checker_catches_a_wrong_provider_path(compose: Compose, datasource: dict[str, Any]) -> None:
@@ -1101,8 +1893,8 @@ def test_grafana_checker_catches_a_wrong_provider_path(compose: Compose, datasou
     provider["providers"][0]["options"]["path"] = "/var/lib/grafana/elsewhere"
     assert any("dashboard provider path" in p for p in check_grafana(compose, datasource, provider))
     no_password = copy.deepcopy(compose)
-    del _service(no_password, "grafana")["environment"]["GRAFANA_DB_PASSWORD"]
-    assert any("${GRAFANA_DB_PASSWORD}" in p for p in check_grafana(no_password, datasource, provider))
+    del _service(no_password, "grafana")["environment"]["PIPELINE_READER_DB_PASSWORD"]
+    assert any("${PIPELINE_READER_DB_PASSWORD}" in p for p in check_grafana(no_password, datasource, provider))
 
 
 def test_dockerfile_checker(tmp_path: Path) -> None:
@@ -1169,13 +1961,58 @@ def test_dashboard_checker_catches_unknown_tables_and_columns(datasource: dict[s
         "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95 FROM inference_logs"
     )
     broken["panels"][1]["targets"][0]["datasource"] = {"uid": "some-other-db"}
-    problems = check_dashboard(broken, store_metadata, uid)
+    problems = check_dashboard(broken, store_metadata, uid, EXPECTED_PANELS)
     assert "panel 'Studies per site per hour': table 'inference_log' is not in the store's schema" in problems
     assert any("'latency_ms' is neither a column" in p for p in problems)
     assert any("panel 'Latency p95' does not use inference_logs.latency_s" in p for p in problems)
     assert any("data source uid 'some-other-db'" in p for p in problems)
     del broken["panels"][2]
-    assert "panel 'Share of decision = normal per site' is missing" in check_dashboard(broken, store_metadata, uid)
+    assert "panel 'Share of decision = normal per site' is missing" in check_dashboard(
+        broken, store_metadata, uid, EXPECTED_PANELS
+    )
+
+
+def test_dashboard_checker_catches_unknown_metrics_and_broken_variables(
+    datasource: dict[str, Any], migrated_schema: MetaData
+) -> None:
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads(MONITORING_DASHBOARD_FILE.read_text(encoding="utf-8"))
+    broken = copy.deepcopy(dashboard)
+    target = broken["panels"][0]["targets"][0]
+    target["rawSql"] = target["rawSql"].replace("'share_filtered_normal'", "'share_normal'")
+    broken["templating"]["list"][0]["query"] = "SELECT DISTINCT site FROM monitor_metric"
+    args = (migrated_schema, uid, EXPECTED_MONITORING_PANELS, monitoring_metric_names(), EXPECTED_PANEL_METRICS)
+    problems = check_dashboard(broken, *args)
+    assert (
+        "panel 'Share filtered as normal per site': no monitoring run writes a metric 'share_normal' (monitor_metrics)"
+        in problems
+    )
+    assert "panel 'Share filtered as normal per site' does not filter on metric = 'share_filtered_normal'" in problems
+    assert "panel 'variable $site': table 'monitor_metric' is not in the store's schema" in problems
+    assert check_dashboard(dashboard, *args) == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "found"),
+    [
+        ("SELECT value FROM monitor_metrics WHERE metric = 'volume'", [("=", "volume")]),
+        (
+            "SELECT value FROM monitor_metrics m WHERE m.metric IN ('volume', 'error_rate.any')",
+            [("=", "volume"), ("=", "error_rate.any")],
+        ),
+        (
+            "SELECT value FROM monitor_metrics WHERE metric LIKE 'drift.%.distance' -- metric = 'x'",
+            [("like", "drift.%.distance")],
+        ),
+        ("SELECT metric AS metric FROM monitor_metrics", []),
+    ],
+)
+def test_metric_filters(sql: str, found: list[tuple[str, str]]) -> None:
+    assert metric_filters(sql) == found
+    names, patterns = {"volume", "error_rate.any"}, {"drift.*.distance"}
+    assert all(is_known_metric(literal, operator, names, patterns) for operator, literal in found)
+    assert not is_known_metric("drift.%.pvalue", "like", names, patterns)
+    assert is_known_metric("drift.kvp.distance", "=", names, patterns)
 
 
 @pytest.mark.parametrize(
