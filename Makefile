@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-labelstudio venv-evidently install test test-fast lint format typecheck demo \
+.PHONY: help venv venv-labelstudio venv-evidently install browser test test-fast lint format typecheck demo \
 	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train bench-validate clean
 
 help:  ## List the targets
@@ -43,6 +43,14 @@ venv-evidently: $(EV_VENV)/.installed  ## Create Evidently 0.7's own virtualenv 
 
 install: venv venv-labelstudio  ## Both virtualenvs
 
+# The monitoring page's UI test drives Debian's Chromium through its own chromedriver (Selenium is told where
+# both are, so nothing downloads a browser). Installed once; root or sudo needed for apt-get.
+browser:  ## Debian's headless Chromium and chromedriver for the monitoring page's UI test (apt-get)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver fonts-dejavu-core >/dev/null
+
 lint: venv  ## ruff lint and format check
 	$(BIN)/ruff check src tests dags plugins bench
 	$(BIN)/ruff format --check src tests dags plugins bench
@@ -57,7 +65,7 @@ typecheck: venv  ## mypy on src/
 test-fast: venv  ## Unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: install lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
+test: install browser lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: install  ## Run the product on embedded defaults (SQLite store, local files) and print what landed
