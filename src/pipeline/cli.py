@@ -361,6 +361,7 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     from pipeline.registry import ModelNotFound
     from pipeline.store import make_engine
     from pipeline.training import TrainingDataError
+    from pipeline.training.distributed import DistributedTrainingFailed, TooFewDevices
     from pipeline.training.retrain import RetrainParams, retrain
 
     settings = get_settings()
@@ -378,7 +379,7 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
             work_dir=Path(settings.storage_root) / "training",
             progress=progress,
         )
-    except (TrainingDataError, ModelNotFound) as exc:
+    except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     if result.version is None:
         click.echo(result.reason)

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str = Field(default="http://127.0.0.1:5000")
     model_name: str = Field(default="cxr-normal-filter", description="Registered model name.")
+    train_nproc: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Training processes (torchrun, DistributedDataParallel): one per CUDA device, or N on the CPU (gloo) "
+            "where none is visible; unset: one per visible CUDA device, a single process without CUDA or with one."
+        ),
+    )
     label_studio_url: str = Field(default="http://127.0.0.1:8080")
     label_studio_token: SecretStr | None = None
     label_studio_document_root: str = Field(

@@ -153,7 +153,14 @@ def retrain(
         checkpoint_dir=work_dir / "checkpoints" / _safe(key),
         cache_dir=work_dir / "cache" / str(image_size),
     )
-    logged = params.model_dump() | {"image_size": image_size, "net": net.__dict__, "snapshot": snapshot.counts()}
+    from pipeline.training.distributed import process_plan  # not at import: see pipeline.training.train
+
+    logged = params.model_dump() | {
+        "image_size": image_size,
+        "net": net.__dict__,
+        "snapshot": snapshot.counts(),
+        "train_processes": process_plan().nproc,
+    }
     with training_run(
         EXPERIMENT,
         params=logged,

@@ -5,6 +5,10 @@ scheduler, best state so far, history, RNG states) and, started again with the s
 config, resumes after the last finished epoch. Every epoch re-seeds its random streams from
 (seed, epoch), so a resumed run reaches the same weights as one that was never interrupted.
 A study whose DICOM cannot be read is skipped and named in ``TrainResult.skipped``.
+
+With more than one CUDA device visible (or ``nproc`` / ``PIPELINE_TRAIN_NPROC`` above 1), :func:`train`
+hands the run to :mod:`pipeline.training.distributed`: torchrun processes with DistributedDataParallel,
+the same checkpoints and the same :class:`TrainResult`.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class TrainResult:
     val_labels: np.ndarray
     skipped: list[str] = field(default_factory=list)  # ids (or paths) of studies whose DICOM could not be read
     resumed_from_epoch: int | None = None  # the last finished epoch a checkpoint held (0-based), if resumed
+    world_size: int = 1  # training processes (DistributedDataParallel above 1)
+    # per process, the training studies it drew in each epoch this call trained (multi-process runs only)
+    studies_per_rank: tuple[tuple[int, ...], ...] = ()
 
 
 def _check_labels(name: str, items: Sequence[dict]) -> np.ndarray:
@@ -128,14 +135,7 @@ def _prepared(
     items: list[dict[str, Any]], config: TrainConfig, name: str
 ) -> tuple[torch.utils.data.Dataset, list[int], list[str]]:
     """Decode and resize every study once (cached); return the cache, the readable indexes and the skipped ids."""
-    prepare = PrepareStudyd(config.image_size)
-    dataset: torch.utils.data.Dataset
-    if config.cache_dir is not None:
-        # the cache key is the item, so the image size names the folder: another size is another cache
-        folder = Path(config.cache_dir) / f"prepared_{config.image_size}px"
-        dataset = PersistentDataset(items, prepare, cache_dir=folder)
-    else:
-        dataset = CacheDataset(items, prepare, progress=False, num_workers=config.num_workers)
+    dataset = _prepared_dataset(items, config)
     kept, skipped = [], []
     for index in range(len(items)):
         reason = dataset[index].get(UNREADABLE_KEY)
@@ -147,9 +147,25 @@ def _prepared(
     return dataset, kept, skipped
 
 
-def _seed_epoch(seed: int, epoch: int, augment: Compose) -> None:
-    """Seed every random stream an epoch uses from (seed, epoch) alone, so that a resumed epoch replays exactly."""
+def _prepared_dataset(items: list[dict[str, Any]], config: TrainConfig) -> torch.utils.data.Dataset:
+    """Return the dataset of decoded, resized studies: on disk under ``config.cache_dir``, else decoded into memory now."""
+    prepare = PrepareStudyd(config.image_size)
+    if config.cache_dir is not None:
+        # the cache key is the item, so the image size names the folder: another size is another cache
+        folder = Path(config.cache_dir) / f"prepared_{config.image_size}px"
+        return PersistentDataset(items, prepare, cache_dir=folder)
+    return CacheDataset(items, prepare, progress=False, num_workers=config.num_workers)
+
+
+def _seed_epoch(seed: int, epoch: int, augment: Compose, rank: int = 0) -> None:
+    """Seed every random stream an epoch uses from (seed, epoch, rank) alone, so that a resumed epoch replays exactly.
+
+    Rank 0 (the only one of a single process) gets the seed of (seed, epoch); the other ranks of a
+    multi-process run get seeds of their own, so that their augmentations and dropout differ.
+    """
     epoch_seed = (seed * 1_000_003 + epoch) % 2**32
+    if rank:
+        epoch_seed = (epoch_seed + rank * 0x9E3779B9) % 2**32
     random.seed(epoch_seed)
     np.random.seed(epoch_seed)
     torch.manual_seed(epoch_seed)  # also the CUDA generators: dropout, the loader's shuffling
@@ -171,14 +187,14 @@ def _run_key(train_items: list[dict], val_items: list[dict], config: TrainConfig
     return digest.hexdigest()[:32]
 
 
-def _rng_states() -> dict[str, Any]:
+def _rng_states(*, cuda: bool = True) -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
+    if cuda and torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
@@ -210,6 +226,83 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
+def _resumable_checkpoint(path: Path | None, run_key: str) -> dict[str, Any] | None:
+    """Return the checkpoint at ``path`` to resume from (None when there is none); refuse one of another run."""
+    checkpoint = load_checkpoint(path) if path is not None else None
+    if checkpoint is not None and checkpoint.get("run_key") != run_key:
+        raise CheckpointMismatch(
+            f"{path} is a checkpoint of another run (other data, config or warm start): "
+            "give this run its own checkpoint_dir, or delete the old checkpoint to start over"
+        )
+    return checkpoint
+
+
+def _finish(
+    model: NormalFilterNet,
+    best_state: dict[str, Any],
+    val_loader: DataLoader,
+    val_labels: np.ndarray,
+    target_sensitivity: float,
+) -> tuple[np.ndarray, float]:
+    """Load ``best_state`` into ``model`` (left on the CPU, calibrated, in eval mode); return (val probs, threshold)."""
+    model.load_state_dict(best_state)
+    model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    val_probs = predict_probs(model, val_loader, torch.device("cpu"))
+    # Calibrated at the validation set's prevalence (class weights in the loss skew the probabilities).
+    clipped = torch.from_numpy(np.clip(val_probs, 1e-6, 1 - 1e-6))
+    calibrate_head(model, torch.logit(clipped), torch.from_numpy(val_labels))
+    val_probs = predict_probs(model, val_loader, torch.device("cpu"))
+    return val_probs, threshold_for_sensitivity(val_probs, val_labels, target_sensitivity)
+
+
+@dataclass
+class _TrainingState:
+    """Where a training stands: the best epoch so far and its weights, the history, the next epoch."""
+
+    best_auroc: float
+    best_epoch: int
+    best_state: dict[str, Any]
+    history: list[dict[str, float]]
+    first_epoch: int
+    finished: bool
+    resumed_from: int | None
+
+    @classmethod
+    def start(
+        cls,
+        model: torch.nn.Module,
+        checkpoint: dict[str, Any] | None,
+        optimiser: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> _TrainingState:
+        """Return a fresh state, or the checkpoint's (loading its optimiser and scheduler state too)."""
+        if checkpoint is None:
+            return cls(-1.0, -1, copy.deepcopy(model.state_dict()), [], 0, False, None)
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        resumed_from = int(checkpoint["epoch"])
+        return cls(
+            checkpoint["best_auroc"],
+            checkpoint["best_epoch"],
+            checkpoint["best_state"],
+            list(checkpoint["history"]),
+            resumed_from + 1,
+            bool(checkpoint["finished"]),
+            resumed_from,
+        )
+
+
+def _optimisation(
+    model: torch.nn.Module, config: TrainConfig, train_labels: np.ndarray, device: torch.device
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Return the class-weighted loss (per study), the optimiser and the learning-rate schedule of a training."""
+    pos_weight = torch.tensor((train_labels == 0).sum() / max(1, (train_labels == 1).sum()), device=device)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
+    return loss_fn, optimiser, scheduler
+
+
 def train(
     train_items: Sequence[dict],
     val_items: Sequence[dict],
@@ -219,6 +312,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint_dir: Path | None = None,
+    nproc: int | None = None,
 ) -> TrainResult:
     """Train a normal filter on ``train_items`` and keep the epoch with the best validation AUROC.
 
@@ -232,15 +326,35 @@ def train(
         on_epoch: called with (epoch, metrics) after each epoch, once it is checkpointed (e.g. to log to MLflow).
         checkpoint_dir: where ``last.pt`` goes every epoch (default ``config.checkpoint_dir``); a checkpoint
             already there of the same run is resumed after its last finished epoch.
+        nproc: training processes (default ``PIPELINE_TRAIN_NPROC``, else one per visible CUDA device);
+            above 1 the run goes through torchrun and DistributedDataParallel
+            (:func:`pipeline.training.distributed.train_distributed`), where ``batch_size`` is per process.
 
     Raises:
         TrainingDataError: a set is empty or has one class (before any training; also once unreadable
             studies are left out).
         CheckpointMismatch: ``checkpoint_dir`` holds a checkpoint of another run.
+        pipeline.training.distributed.TooFewDevices: more processes asked for than CUDA devices visible.
+        pipeline.training.distributed.DistributedTrainingFailed: a process of a multi-process run failed.
     """
     _check_labels("training", train_items)
     _check_labels("validation", val_items)
     checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else config.checkpoint_dir
+    # imported here: `python -m pipeline.training.distributed` (each torchrun process) must find it not yet imported
+    from pipeline.training.distributed import process_plan, train_distributed
+
+    plan = process_plan(nproc)
+    if plan.nproc > 1:
+        return train_distributed(
+            train_items,
+            val_items,
+            config,
+            plan,
+            init_model=init_model,
+            progress=progress,
+            on_epoch=on_epoch,
+            checkpoint_dir=checkpoint_dir,
+        )
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     set_determinism(seed=config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -252,12 +366,7 @@ def train(
 
     items, val = _items(train_items), _items(val_items)
     run_key = _run_key(items, val, config, init_model)
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint is not None and checkpoint.get("run_key") != run_key:
-        raise CheckpointMismatch(
-            f"{checkpoint_path} is a checkpoint of another run (other data, config or warm start): "
-            "give this run its own checkpoint_dir, or delete the old checkpoint to start over"
-        )
+    checkpoint = _resumable_checkpoint(checkpoint_path, run_key)
 
     # Each study is decoded once, into memory (CacheDataset) or a disk cache that outlives the run
     # (PersistentDataset); only the augmentations run again per epoch.
@@ -272,28 +381,15 @@ def train(
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, num_workers=0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=0)
 
-    pos_weight = torch.tensor((train_labels == 0).sum() / max(1, (train_labels == 1).sum()), device=device)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, config.epochs))
-
-    best_auroc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    first_epoch, finished, resumed_from = 0, False, None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        best_auroc, best_epoch, best_state = (
-            checkpoint["best_auroc"],
-            checkpoint["best_epoch"],
-            checkpoint["best_state"],
-        )
-        history = list(checkpoint["history"])
-        resumed_from, finished = int(checkpoint["epoch"]), bool(checkpoint["finished"])
-        first_epoch = resumed_from + 1
+    loss_fn, optimiser, scheduler = _optimisation(model, config, train_labels, device)
+    state = _TrainingState.start(model, checkpoint, optimiser, scheduler)
+    best_auroc, best_epoch, best_state, history = state.best_auroc, state.best_epoch, state.best_state, state.history
+    first_epoch, finished, resumed_from = state.first_epoch, state.finished, state.resumed_from
+    if checkpoint is not None:
         _restore_rng_states(checkpoint["rng"])
-        log.info("resuming from %s after epoch %d%s", checkpoint_path, resumed_from + 1, " (finished)" * finished)
+        log.info("resuming from %s after epoch %d%s", checkpoint_path, first_epoch, " (finished)" * finished)
 
     for epoch in range(first_epoch, config.epochs):
         if finished:
@@ -358,14 +454,7 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 
-    model.load_state_dict(best_state)
-    model.to("cpu", memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
-    val_probs = predict_probs(model, val_loader, torch.device("cpu"))
-    # Calibrated at the validation set's prevalence (class weights in the loss skew the probabilities).
-    clipped = torch.from_numpy(np.clip(val_probs, 1e-6, 1 - 1e-6))
-    calibrate_head(model, torch.logit(clipped), torch.from_numpy(val_labels))
-    val_probs = predict_probs(model, val_loader, torch.device("cpu"))
-    threshold = threshold_for_sensitivity(val_probs, val_labels, config.target_sensitivity)
+    val_probs, threshold = _finish(model, best_state, val_loader, val_labels, config.target_sensitivity)
     return TrainResult(
         model,
         best_epoch,

@@ -1,0 +1,566 @@
+"""Training on several processes: torchrun starts them, DistributedDataParallel (DDP) keeps their models equal.
+
+:func:`pipeline.training.train` comes here when :func:`process_plan` asks for more than one process: one
+per visible CUDA device (NCCL), or ``PIPELINE_TRAIN_NPROC`` / ``nproc`` processes, on the CPU (gloo) when
+no CUDA device is visible. The caller's process (the Airflow task, the CLI) stays the only one that talks
+to the world:
+
+1. it checks the data and the checkpoint as a single process does (same exceptions, raised before any
+   process starts) and decodes every study once into a disk cache the processes share;
+2. it runs ``python -m torch.distributed.run --standalone`` on this module with a run folder holding the
+   specification (items, config, warm start);
+3. every process trains on its :class:`~torch.utils.data.DistributedSampler` share of the training set
+   (``batch_size`` studies per process and step) and predicts its slice of the validation set; rank 0
+   gathers the predictions, computes the validation AUROC and the early-stopping decision, writes the
+   checkpoint (the plain model's weights, loadable by a single process), reports the epoch and waits
+   until the caller has run ``on_epoch`` (an MLflow logger, say) before it broadcasts the decision, so
+   every rank stops at the same epoch and a failing callback stops the run after that epoch's
+   checkpoint, as in a single process;
+4. rank 0 writes the best weights and a JSON summary; the caller calibrates the head and picks the
+   threshold exactly as a single process does and returns the same :class:`TrainResult`.
+
+A run stopped anywhere resumes from rank 0's last checkpoint, with any number of processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.training.model import NormalFilterNet
+    from pipeline.training.train import TrainConfig, TrainResult
+
+#: What torchrun runs in each process (``-m``); as ``__main__`` there, so the logger is named after it.
+MODULE = "pipeline.training.distributed"
+log = logging.getLogger(MODULE)
+
+SPEC_NAME = "spec.json"
+RESULT_NAME = "result.json"
+BEST_NAME = "best.pt"
+INIT_NAME = "init.pt"
+POLL_S = 0.05
+STOP_GRACE_S = 60.0
+
+
+class TooFewDevices(ValueError):
+    """More training processes were asked for than CUDA devices are visible (NCCL needs one device per process)."""
+
+
+class DistributedTrainingFailed(RuntimeError):
+    """A process of a multi-process training failed; the message names the first failure and its cause."""
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """How a training runs: ``nproc`` processes on ``device`` talking through ``backend`` (unused for one)."""
+
+    nproc: int
+    device: Literal["cuda", "cpu"]
+    backend: Literal["nccl", "gloo"]
+
+
+def plan_processes(requested: int | None, cuda_devices: int) -> ProcessPlan:
+    """Return the processes a training uses: ``requested`` if given, else one per CUDA device (at least one).
+
+    Args:
+        requested: processes asked for (``nproc`` or ``PIPELINE_TRAIN_NPROC``), None to follow the devices.
+        cuda_devices: CUDA devices visible to this process (``torch.cuda.device_count()``).
+
+    Raises:
+        ValueError: ``requested`` is below 1.
+        TooFewDevices: more than one process asked for, and CUDA devices visible but fewer than that.
+    """
+    if requested is not None and requested < 1:
+        raise ValueError(f"a training needs at least one process, got {requested}")
+    nproc = requested if requested is not None else max(1, cuda_devices)
+    if cuda_devices == 0:
+        return ProcessPlan(nproc, "cpu", "gloo")
+    if nproc > cuda_devices:
+        raise TooFewDevices(
+            f"{nproc} training processes asked for (nproc or PIPELINE_TRAIN_NPROC) but {cuda_devices} CUDA "
+            f"device(s) visible: ask for at most {cuda_devices}, or hide the GPUs (CUDA_VISIBLE_DEVICES=) to "
+            "train on the CPU"
+        )
+    return ProcessPlan(nproc, "cuda", "nccl")
+
+
+def process_plan(nproc: int | None = None, *, cuda_devices: int | None = None) -> ProcessPlan:
+    """Return :func:`plan_processes` for ``nproc`` (default ``PIPELINE_TRAIN_NPROC``) and the visible CUDA devices."""
+    import torch
+
+    from pipeline.config import get_settings
+
+    requested = nproc if nproc is not None else get_settings().train_nproc
+    return plan_processes(requested, torch.cuda.device_count() if cuda_devices is None else cuda_devices)
+
+
+# --- the caller's side -------------------------------------------------------------------------------------------
+
+
+def train_distributed(
+    train_items: Sequence[dict],
+    val_items: Sequence[dict],
+    config: TrainConfig,
+    plan: ProcessPlan,
+    *,
+    init_model: NormalFilterNet | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> TrainResult:
+    """Train as :func:`pipeline.training.train` does, in ``plan.nproc`` torchrun processes; return its result.
+
+    Args:
+        train_items: as :func:`pipeline.training.train`.
+        val_items: as :func:`pipeline.training.train`.
+        config: hyper-parameters; ``batch_size`` is per process. Without ``cache_dir`` the decoded studies
+            go to a temporary folder the processes share, removed at the end.
+        plan: processes, device and backend (:func:`process_plan`).
+        init_model: warm start from this model, else from scratch.
+        progress: rank 0 shows a bar per epoch.
+        on_epoch: called here with (epoch, metrics) once rank 0 has checkpointed the epoch; the processes
+            wait for it to return.
+        checkpoint_dir: where rank 0 writes ``last.pt`` every epoch; one of the same run is resumed.
+
+    Raises:
+        TrainingDataError: as :func:`pipeline.training.train`, before any process starts.
+        CheckpointMismatch: as :func:`pipeline.training.train`, before any process starts.
+        DistributedTrainingFailed: a process failed (the first failure's type and message).
+    """
+    import numpy as np
+    import torch
+    from monai.data import DataLoader, Dataset
+    from torch.utils.data import Subset
+
+    from pipeline.training.model import NormalFilterNet
+    from pipeline.training.train import (
+        CHECKPOINT_NAME,
+        TrainResult,
+        _check_labels,
+        _finish,
+        _items,
+        _prepared,
+        _resumable_checkpoint,
+        _run_key,
+    )
+    from pipeline.training.transforms import finish
+
+    _check_labels("training", train_items)
+    _check_labels("validation", val_items)
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    items, val = _items(train_items), _items(val_items)
+    run_key = _run_key(items, val, config, init_model)
+    _resumable_checkpoint(checkpoint_path, run_key)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="pipeline-ddp-"))
+    try:
+        # Decoded once, here, into a cache on disk: the processes read it and never decode (nor race to write).
+        shared = dataclasses.replace(config, cache_dir=config.cache_dir or run_dir / "cache")
+        _, train_kept, skipped = _prepared(items, shared, "training")
+        val_cache, val_kept, val_skipped = _prepared(val, shared, "validation")
+        skipped += val_skipped
+        _check_labels("training", [items[i] for i in train_kept])
+        val_labels = _check_labels("validation", [val[i] for i in val_kept])
+        if init_model is not None:
+            torch.save(init_model.state_dict(), run_dir / INIT_NAME)
+        spec = {
+            "config": dataclasses.asdict(shared),
+            "init_net": dataclasses.asdict(init_model.config) if init_model is not None else None,
+            "train": items,
+            "val": val,
+            "train_kept": train_kept,
+            "val_kept": val_kept,
+            "checkpoint": str(checkpoint_path) if checkpoint_path is not None else None,
+            "run_key": run_key,
+            "device": plan.device,
+            "backend": plan.backend,
+            "progress": progress,
+            "parent_pid": os.getpid(),
+        }
+        (run_dir / SPEC_NAME).write_text(json.dumps(spec, default=str))
+        log.info(
+            "training on %d processes (%s, %s), %d studies per process and step",
+            plan.nproc,
+            plan.device,
+            plan.backend,
+            config.batch_size,
+        )
+        _run_processes(run_dir, plan.nproc, on_epoch)
+
+        summary = json.loads((run_dir / RESULT_NAME).read_text())
+        best_state = torch.load(run_dir / BEST_NAME, map_location="cpu", weights_only=True)
+        model = copy.deepcopy(init_model) if init_model is not None else NormalFilterNet(config.net)
+        val_loader = DataLoader(
+            Dataset(Subset(val_cache, val_kept), finish()),  # type: ignore[arg-type]
+            batch_size=config.batch_size * 2,
+            shuffle=False,
+            num_workers=0,
+        )
+        val_probs, threshold = _finish(model, best_state, val_loader, val_labels, config.target_sensitivity)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return TrainResult(
+        model,
+        int(summary["best_epoch"]),
+        float(summary["best_val_auroc"]),
+        threshold,
+        [dict(h) for h in summary["history"]],
+        np.asarray(val_probs),
+        val_labels,
+        skipped=skipped,
+        resumed_from_epoch=summary["resumed_from_epoch"],
+        world_size=int(summary["world_size"]),
+        studies_per_rank=tuple(tuple(int(n) for n in rank) for rank in summary["studies_per_rank"]),
+    )
+
+
+def _run_processes(run_dir: Path, nproc: int, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Run torchrun on ``run_dir`` and answer rank 0's epoch reports until it exits; raise if a process failed."""
+    (run_dir / "epochs").mkdir()
+    (run_dir / "acks").mkdir()
+    (run_dir / "errors").mkdir()
+    env = dict(os.environ)
+    # torchrun would give each process one thread; on the CPU that leaves most cores idle
+    env.setdefault("OMP_NUM_THREADS", str(max(1, _cpu_count() // nproc)))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        MODULE,
+        str(run_dir),
+    ]
+    process = subprocess.Popen(command, env=env)
+    try:
+        answered = -1
+        while True:
+            exited = process.poll()
+            for epoch, metrics in _reports(run_dir, after=answered):
+                if on_epoch is not None:
+                    on_epoch(epoch, metrics)
+                (run_dir / "acks" / str(epoch)).touch()
+                answered = epoch
+            if exited is not None:
+                break
+            time.sleep(POLL_S)
+    finally:
+        if process.poll() is None:  # the callback raised, or this process is being stopped
+            process.terminate()  # torchrun stops its workers on SIGTERM
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if exited != 0:
+        raise DistributedTrainingFailed(_failure(run_dir, nproc, exited))
+
+
+def _reports(run_dir: Path, *, after: int) -> list[tuple[int, dict[str, float]]]:
+    """Return rank 0's epoch reports later than epoch ``after``, in order."""
+    found = sorted(int(p.stem) for p in (run_dir / "epochs").glob("*.json"))
+    return [(e, json.loads((run_dir / "epochs" / f"{e}.json").read_text())) for e in found if e > after]
+
+
+def _failure(run_dir: Path, nproc: int, exit_code: int) -> str:
+    """Return what failed first, from the error files the processes left (else torchrun's exit code)."""
+    errors = [json.loads(p.read_text()) for p in (run_dir / "errors").glob("*.json")]
+    if not errors:
+        return f"torchrun exited with code {exit_code} and no training process reported an error (see its log)"
+    first = min(errors, key=lambda e: e["time"])
+    log.error("training process %d of %d failed:\n%s", first["rank"], nproc, first["traceback"])
+    return f"training process {first['rank']} of {nproc} failed first: {first['type']}: {first['message']}"
+
+
+def _cpu_count() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` atomically: the caller polls the folder and must never read half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+# --- the processes' side -----------------------------------------------------------------------------------------
+
+
+def _config(fields: dict[str, Any]) -> TrainConfig:
+    """Return the :class:`TrainConfig` of its JSON form (``dataclasses.asdict``, paths as text)."""
+    from pipeline.training.model import NetConfig
+    from pipeline.training.train import TrainConfig
+
+    net = NetConfig(**{**fields["net"], "block_config": tuple(fields["net"]["block_config"])})
+    paths = {k: Path(fields[k]) if fields[k] is not None else None for k in ("checkpoint_dir", "cache_dir")}
+    return TrainConfig(**{**fields, "net": net, **paths})
+
+
+def _exit_with(parent_pid: int) -> None:
+    """Exit this process when ``parent_pid`` is gone (a killed Airflow task must not leave training behind)."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                log.error("the training's parent process %d is gone: stopping", parent_pid)
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _await_ack(run_dir: Path, epoch: int) -> None:
+    ack = run_dir / "acks" / str(epoch)
+    while not ack.exists():
+        time.sleep(POLL_S)
+
+
+def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, device: torch.device) -> None:
+    """Run one process's share of the training; rank 0 checkpoints, reports and writes the result."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from monai.data import DataLoader, Dataset
+    from monai.utils import set_determinism
+    from sklearn.metrics import roc_auc_score
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import Subset
+    from torch.utils.data.distributed import DistributedSampler
+    from tqdm import tqdm
+
+    from pipeline.training.model import NetConfig, NormalFilterNet
+    from pipeline.training.train import (
+        CHECKPOINT_FORMAT,
+        _autocast,
+        _optimisation,
+        _prepared_dataset,
+        _rng_states,
+        _seed_epoch,
+        _TrainingState,
+        load_checkpoint,
+        predict_probs,
+        save_checkpoint,
+    )
+    from pipeline.training.transforms import finish
+
+    config = _config(spec["config"])
+    checkpoint_path = Path(spec["checkpoint"]) if spec["checkpoint"] is not None else None
+    on_cuda = device.type == "cuda"
+    lead = rank == 0
+
+    set_determinism(seed=config.seed)  # before the model: rank 0 starts from a single process's weights
+    if spec["init_net"] is not None:
+        init = spec["init_net"]
+        model = NormalFilterNet(NetConfig(**{**init, "block_config": tuple(init["block_config"])}))
+        model.load_state_dict(torch.load(run_dir / INIT_NAME, map_location="cpu", weights_only=True))
+    else:
+        model = NormalFilterNet(config.net)
+    model.to(device)
+    if on_cuda and config.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+
+    items, val = spec["train"], spec["val"]
+    train_kept, val_kept = spec["train_kept"], spec["val_kept"]
+    train_labels = np.array([items[i]["label"] for i in train_kept], dtype=np.int64)
+    val_labels = np.array([val[i]["label"] for i in val_kept], dtype=np.int64)
+    augment = finish(train=True)
+    train_ds = Dataset(Subset(_prepared_dataset(items, config), train_kept), augment)  # type: ignore[arg-type]
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed
+    )
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
+    # each process predicts a contiguous slice of the validation set; rank 0 puts the slices back in order
+    my_val = [val_kept[i] for i in np.array_split(np.arange(len(val_kept)), world)[rank]]
+    val_ds = Dataset(Subset(_prepared_dataset(val, config), my_val), finish())  # type: ignore[arg-type]
+    val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=0)
+
+    loss_fn, optimiser, scheduler = _optimisation(model, config, train_labels, device)
+    state = _TrainingState.start(model, checkpoint, optimiser, scheduler)
+    best_auroc, best_epoch, best_state, history = state.best_auroc, state.best_epoch, state.best_state, state.history
+    first_epoch, finished, resumed_from = state.first_epoch, state.finished, state.resumed_from
+    # no RNG state to restore: every epoch re-seeds its streams from (seed, epoch, rank)
+    if checkpoint is not None and lead:
+        before = int(checkpoint.get("world_size", 1))
+        log.info("resuming from %s after epoch %d%s", checkpoint_path, first_epoch, " (finished)" * finished)
+        if before != world:
+            log.warning(
+                "the checkpoint was written by %d process(es), this run has %d: the remaining epochs see other "
+                "batches than an uninterrupted run would",
+                before,
+                world,
+            )
+
+    drawn: list[int] = []  # studies this process trained on, per epoch
+    show_progress = bool(spec["progress"]) and lead
+    for epoch in range(first_epoch, config.epochs):
+        if finished:
+            break
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        _seed_epoch(config.seed, epoch, augment, rank=rank)
+        ddp.train()
+        total, seen = 0.0, 0
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not show_progress,
+            leave=False,
+        )
+        for batch in bar:
+            images, labels = batch["image"].to(device), batch["label"].float().to(device)
+            weights = batch["weight"].float().to(device)
+            if on_cuda and config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            optimiser.zero_grad()
+            with _autocast(on_cuda and config.amp):
+                logits = ddp(images)
+            loss = (loss_fn(logits.float(), labels) * weights).mean()
+            loss.backward()  # DDP averages the gradients over the processes here
+            optimiser.step()
+            total += loss.item() * len(labels)
+            seen += len(labels)
+            if show_progress:
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        scheduler.step()
+        drawn.append(seen)
+        sums = torch.tensor([total, seen], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        # Each process updated its batch-norm statistics on its own last batch: take rank 0's everywhere, so
+        # that the validated, the checkpointed and every process's model are one model.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+        probs = predict_probs(model, val_loader, device)  # the plain module: no collective per batch
+        slices: list[Any] | None = [None] * world if lead else None
+        dist.gather_object(probs, slices, dst=0)
+        decision: list[Any] = [None, None]
+        if lead:
+            assert slices is not None
+            auroc = float(roc_auc_score(val_labels, np.concatenate(slices)))
+            metrics = {
+                "train_loss": float(sums[0] / sums[1]),
+                "val_auroc": auroc,
+                "epoch_s": time.perf_counter() - started,
+            }
+            history.append(metrics)
+            log.info(
+                "epoch %d: train loss %.4f, val AUROC %.4f (%.1fs)",
+                epoch + 1,
+                metrics["train_loss"],
+                auroc,
+                metrics["epoch_s"],
+            )
+            if auroc > best_auroc:
+                best_auroc, best_epoch, best_state = auroc, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= config.patience:
+                log.info("early stop: no AUROC gain for %d epochs", config.patience)
+                finished = True
+            finished = finished or epoch == config.epochs - 1
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    checkpoint_path,
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "run_key": spec["run_key"],
+                        "epoch": epoch,
+                        "finished": finished,
+                        "model": model.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "best_auroc": best_auroc,
+                        "best_epoch": best_epoch,
+                        "best_state": best_state,
+                        "history": history,
+                        "rng": _rng_states(cuda=False),
+                        "world_size": world,
+                    },
+                )
+            _write_json(run_dir / "epochs" / f"{epoch}.json", metrics)
+            _await_ack(run_dir, epoch)  # the caller's on_epoch has returned
+            decision = [metrics, finished]
+        dist.broadcast_object_list(decision, src=0)  # one decision: every process stops at the same epoch
+        if not lead:
+            history.append(decision[0])
+            finished = bool(decision[1])
+
+    per_rank: list[Any] | None = [None] * world if lead else None
+    dist.gather_object(drawn, per_rank, dst=0)
+    if lead:
+        torch.save({k: v.cpu() for k, v in best_state.items()}, run_dir / BEST_NAME)
+        _write_json(
+            run_dir / RESULT_NAME,
+            {
+                "best_epoch": best_epoch,
+                "best_val_auroc": best_auroc,
+                "history": history,
+                "resumed_from_epoch": resumed_from,
+                "world_size": world,
+                "studies_per_rank": per_rank,
+            },
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of one torchrun process: ``python -m pipeline.training.distributed RUN_DIR``."""
+    import torch
+    import torch.distributed as dist
+
+    from pipeline.logs import configure_logging
+
+    run_dir = Path((argv if argv is not None else sys.argv[1:])[0])
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    configure_logging(None if rank == 0 else "WARNING")  # one process tells the story
+    spec = json.loads((run_dir / SPEC_NAME).read_text())
+    _exit_with(int(spec["parent_pid"]))
+    try:
+        if spec["device"] == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        else:
+            device = torch.device("cpu")
+        dist.init_process_group(spec["backend"], device_id=device if device.type == "cuda" else None)
+        try:
+            _train_replica(run_dir, spec, rank, world, device)
+        finally:
+            dist.destroy_process_group()
+    except Exception as exc:
+        _write_json(
+            run_dir / "errors" / f"{rank}.json",
+            {
+                "rank": rank,
+                "time": time.time(),
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            },
+        )
+        raise
+
+
+if __name__ == "__main__":
+    main()
