@@ -543,24 +543,20 @@ def _utc(moment: Any) -> Any:
 
 
 def _service_factory(settings: Any, default: str) -> Any:
-    """Return a function giving the inference service for a model alias or version (loaded once each)."""
+    """Return a function giving the inference service for a model alias or version, shadow attached."""
     import mlflow
 
-    from pipeline.inference import InferenceService
-    from pipeline.registry import ModelNotFound, load_model
+    from pipeline.inference import registry_services
+    from pipeline.registry import ModelNotFound
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    services: dict[str, InferenceService] = {}
+    services = registry_services(settings.model_name, key=settings.pseudonym_key.get_secret_value(), default=default)
 
-    def service_for(alias_or_version: str) -> InferenceService:
-        wanted = default if alias_or_version == "champion" else alias_or_version
-        if wanted not in services:
-            try:
-                loaded = load_model(settings.model_name, wanted)
-            except ModelNotFound as exc:
-                raise click.ClickException(f"{exc}: run `pipeline bootstrap` first, or pass --model none") from exc
-            services[wanted] = InferenceService(loaded, key=settings.pseudonym_key.get_secret_value())
-        return services[wanted]
+    def service_for(alias_or_version: str) -> Any:
+        try:
+            return services(alias_or_version)
+        except ModelNotFound as exc:
+            raise click.ClickException(f"{exc}: run `pipeline bootstrap` first, or pass --model none") from exc
 
     return service_for
 

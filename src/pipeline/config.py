@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     relabel_site_cap: float = Field(
         default=0.4, gt=0, le=1, description="Largest share of the daily budget one site may take."
     )
+    shadow_days: float = Field(
+        default=3.0,
+        ge=0,
+        description="Days a validated candidate scores live traffic beside the champion before approval (0: none).",
+    )
 
     @field_validator("db_url")
     @classmethod

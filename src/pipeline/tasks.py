@@ -7,11 +7,14 @@ No Airflow import here: every entry point runs from plain Python and the CLI too
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import get_settings
 from pipeline.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 
 def migrate_store() -> str | None:
@@ -204,8 +207,16 @@ def validate_version(version: str, champion: str = "champion", config: dict[str,
     }
 
 
+def newest_version(versions: list[str]) -> str:
+    """Return the newest of registry version numbers announced together; log the ones it supersedes."""
+    newest = max(versions, key=int)
+    if older := sorted(set(versions) - {newest}, key=int):
+        log.warning("versions %s were validated with %s: only the newest goes on to approval", older, newest)
+    return newest
+
+
 def promotion_request(version: str) -> dict[str, Any]:
-    """Return what the approver is shown about ``version``; refuse one whose validation did not pass.
+    """Return what the approver is shown about ``version``'s validation; refuse one whose validation did not pass.
 
     Raises:
         pipeline.validation.PromotionRefused: no such version, or its validation is not ``passed``.
@@ -220,10 +231,61 @@ def promotion_request(version: str) -> dict[str, Any]:
         f"on {tags.get('validated_at')}.\n\n"
         f"- operating point: threshold {tags.get('validation_threshold')}\n"
         f"- parent version: {tags.get('parent_version', 'none')}; dataset snapshot {tags.get('dataset_snapshot', '?')}\n"
-        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)\n\n"
-        "Approve to make it the champion (the current champion becomes `previous`); reject with a reason."
+        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)"
     )
     return {"version": number, "summary": summary, "against": tags.get("validated_against")}
+
+
+def start_shadow_period(version: str, days: float | None = None) -> dict[str, Any]:
+    """Put ``version`` in shadow for ``days`` (default ``PIPELINE_SHADOW_DAYS``); return when the period ends.
+
+    With 0 days nothing goes into shadow and the period ends now. Calling again keeps the first start.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.validation.shadow import start_shadow
+
+    days = get_settings().shadow_days if days is None else float(days)
+    if days <= 0:
+        return {"version": version, "days": 0.0, "started_at": None, "until": datetime.now(UTC).isoformat()}
+    start = start_shadow(_registry_engine(), get_settings().model_name, version, actor="promote_model")
+    until = datetime.fromisoformat(start.started_at) + timedelta(days=days)
+    return {"version": start.version, "days": days, "started_at": start.started_at, "until": until.isoformat()}
+
+
+def review_promotion(request: dict[str, Any], shadow: dict[str, Any]) -> dict[str, Any]:
+    """Return the approval request (validation summary, the shadow report) and any decision tagged in MLflow.
+
+    The shadow report is recorded on the version (``shadow/`` artifacts, ``shadow_*`` tags).
+    """
+    import dataclasses
+
+    from pipeline.validation import PromotionRefused
+    from pipeline.validation.promotion import APPROVAL_BY_TAG, APPROVAL_REASON_TAG, APPROVAL_TAG, mlflow_decision
+    from pipeline.validation.shadow import record_shadow_report, shadow_report
+
+    engine = _registry_engine()
+    name, version = get_settings().model_name, request["version"]
+    summary = request["summary"]
+    if float(shadow.get("days") or 0) > 0:
+        report = shadow_report(engine, name, version)
+        uri = record_shadow_report(engine, report, actor="promote_model")
+        summary += f"\n{report.summary()}\n- shadow report: `{uri}`"
+    try:
+        tagged = mlflow_decision(name, version)
+    except PromotionRefused as exc:
+        tagged = None
+        summary += f"\n\n**The approval tags on the version in MLflow are ignored:** {exc}"
+    summary += (
+        "\n\nApprove to make it the champion (the current champion becomes `previous`); reject with a reason. "
+        f"(In the MLflow UI, the tags `{APPROVAL_TAG}` = approve or reject, `{APPROVAL_BY_TAG}` and "
+        f"`{APPROVAL_REASON_TAG}` on the version decide the same way, when set before the shadow period ends.)"
+    )
+    return {
+        "version": version,
+        "summary": summary,
+        "mlflow_decision": None if tagged is None else dataclasses.asdict(tagged),
+    }
 
 
 def _who(approval: dict[str, Any]) -> str:
@@ -231,25 +293,41 @@ def _who(approval: dict[str, Any]) -> str:
     return str(user.get("name") or user.get("id") or "unknown approver")
 
 
-def decide_promotion(version: str, approval: dict[str, Any]) -> dict[str, Any]:
-    """Act on a release manager's answer in Airflow: promote ``version`` on Approve, record the rejection otherwise.
+def decide_promotion(
+    version: str, approval: dict[str, Any] | None, tagged: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Act on the release manager's answer: promote ``version`` on approval, record the rejection otherwise.
 
-    The Airflow user who answered is the approver (or rejecter); the form's ``reason`` goes on the record.
+    The answer comes from Airflow (``approval``: the user who answered is the approver, the form's
+    ``reason`` goes on the record) or, when nobody was asked there, from the version's MLflow tags
+    (``tagged``: ``approval_by`` is the approver). Either way the shadow period ends.
+
+    Raises:
+        pipeline.validation.PromotionRefused: no answer at all, or one the rules refuse.
     """
     import dataclasses
 
-    from pipeline.validation import promote, reject
+    from pipeline.validation import PromotionRefused, promote, reject
+    from pipeline.validation.shadow import end_shadow
 
     engine = _registry_engine()
     name = get_settings().model_name
-    who = _who(approval)
-    reason = str((approval.get("params_input") or {}).get("reason") or "").strip()
-    if (approval.get("chosen_options") or [""])[0] == "Approve":
+    if approval is not None:
+        who, source = _who(approval), "the Airflow UI"
+        reason = str((approval.get("params_input") or {}).get("reason") or "").strip()
+        approve = (approval.get("chosen_options") or [""])[0] == "Approve"
+    elif tagged is not None:
+        who, source = str(tagged["by"]), "the MLflow UI"
+        reason, approve = str(tagged.get("reason") or ""), bool(tagged["approve"])
+    else:
+        raise PromotionRefused(f"no answer for {name} version {version}: neither in Airflow nor tagged in MLflow")
+    end_shadow(engine, name, version, actor=who)
+    if approve:
         change = promote(engine, name, version, who, note=reason)
-        return {"decision": "approved", **dataclasses.asdict(change)}
-    reason = reason or "rejected in the Airflow UI"
+        return {"decision": "approved", "source": source, **dataclasses.asdict(change)}
+    reason = reason or f"rejected in {source}"
     reject(engine, name, version, who, reason)
-    return {"decision": "rejected", "version": version, "rejected_by": who, "reason": reason}
+    return {"decision": "rejected", "source": source, "version": version, "rejected_by": who, "reason": reason}
 
 
 def rollback_champion(to: str, actor: str, reason: str = "") -> dict[str, Any]:

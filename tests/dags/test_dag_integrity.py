@@ -64,3 +64,44 @@ def test_no_variable_or_connection_read_while_parsing(dagbag, monkeypatch):
     monkeypatch.setattr(Connection, "get", classmethod(lambda cls, *a, **k: calls.append(f"Connection {a}")))
     DagBag(dag_folder=str(DAGS_DIR))
     assert calls == []
+
+
+def test_every_param_of_a_form_says_what_it_is(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert param.description and len(param.description) > 10, f"{dag_id}: param {name!r} has no description"
+
+
+def _uris(condition) -> set[str]:  # type: ignore[no-untyped-def]
+    """The URIs of the assets an asset condition (an asset, or any/all of several) names."""
+    if hasattr(condition, "objects"):
+        return set().union(*(_uris(o) for o in condition.objects))
+    uri = getattr(condition, "uri", None)  # a time-only schedule has a null condition
+    return {uri} if uri else set()
+
+
+def _consumed(dag) -> set[str]:  # type: ignore[no-untyped-def]
+    return _uris(getattr(dag.timetable, "asset_condition", None))
+
+
+def test_the_assets_close_the_loop(dagbag):
+    """Each asset a DAG waits for is one another DAG publishes, from monitoring round to promotion."""
+    produced: dict[str, set[str]] = {}
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            for outlet in task.outlets:
+                produced.setdefault(outlet.uri, set()).add(dag_id)
+    consumers = {dag_id: _consumed(dag) for dag_id, dag in dagbag.dags.items()}
+    for dag_id, uris in consumers.items():
+        for uri in uris:
+            assert produced.get(uri, set()) - {dag_id}, f"{dag_id} waits for {uri}, which no other DAG publishes"
+    # a drift alert starts a selection; new labels a retraining; a candidate its validation; a pass its promotion
+    edges = [
+        ("monitor_inference", "select_for_relabeling"),
+        ("sync_annotations", "retrain_model"),
+        ("retrain_model", "validate_candidate"),
+        ("validate_candidate", "promote_model"),
+    ]
+    for upstream, downstream in edges:
+        assert any(upstream in produced.get(uri, set()) for uri in consumers[downstream]), (upstream, downstream)

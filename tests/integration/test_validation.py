@@ -10,6 +10,7 @@ serving, so the radiologists' outcomes that came back make the test sets and its
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ import sqlalchemy as sa
 import torch
 from mlflow import MlflowClient
 
-from pipeline.inference import InferenceService
+from pipeline.config import get_settings
+from pipeline.inference import InferenceService, registry_services
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
     PREVIOUS,
+    SHADOW,
     log_and_register,
     register_candidate,
     set_alias,
@@ -34,6 +37,7 @@ from pipeline.registry import (
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, upgrade
+from pipeline.tasks import decide_promotion
 from pipeline.training import NormalFilterNet, TrainConfig, train
 from pipeline.training.bootstrap import _items
 from pipeline.validation import (
@@ -50,6 +54,8 @@ from pipeline.validation import (
     rollback,
     validate,
 )
+from pipeline.validation.promotion import TagDecision, mlflow_decision
+from pipeline.validation.shadow import record_shadow_report, shadow_report, start_shadow
 from tests.worlds import IMAGE_SIZE, KEY, NET, trained_model
 
 pytestmark = pytest.mark.integration
@@ -88,6 +94,7 @@ class Registry:
     name: str
     url: str
     versions: dict[str, str]
+    tracking_uri: str
 
 
 def _world(seed_offset: int = 0):  # type: ignore[no-untyped-def]
@@ -161,7 +168,7 @@ def registry(
     )
     build_test_sets(engine)
     engine.dispose()
-    return Registry(name, url, versions)
+    return Registry(name, url, versions, mlflow_server)
 
 
 @pytest.fixture
@@ -297,3 +304,110 @@ def test_bad_input_fails_clearly_and_moves_nothing(registry: Registry, engine, p
     champion = client.get_model_version_by_alias(registry.name, CHAMPION).version
     assert champion in ("1", registry.versions["better"])  # whatever the other tests left, nothing moved here
     assert "validation_status" not in client.get_model_version(registry.name, unsigned).tags
+
+
+def test_a_candidate_in_shadow_scores_live_traffic_beside_the_champion_and_is_reported(
+    registry: Registry, engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, better = registry.name, registry.versions["better"]
+    client = MlflowClient()
+    with pytest.raises(PromotionRefused, match="validation status"):  # never validated: it cannot go into shadow
+        start_shadow(engine, name, registry.versions["one_site"], actor="test")
+    with pytest.raises(PromotionRefused, match="serving champion"):
+        start_shadow(engine, name, CHAMPION, actor="test")
+    record_verdict(engine, validate(engine, name, better, config=CONFIG))
+    start = start_shadow(engine, name, better, actor="test")
+    assert start.started and version_for(name, SHADOW) == better
+    assert start_shadow(engine, name, better, actor="test") == dataclasses.replace(start, started=False)
+
+    # a day of live traffic at two hospitals: the champion answers, the candidate scores beside it
+    def served() -> dict[str, int]:
+        with engine.connect() as conn:
+            query = "SELECT model_version, count(*) FROM inference_logs WHERE status = 'ok' GROUP BY model_version"
+            return {str(v): int(n) for v, n in conn.execute(sa.text(query)).all()}
+
+    before = served()
+    services = registry_services(name, key=KEY, mc_samples=0)
+    sites = {"st-anna", "riverside"}
+    simulate(
+        _world(),
+        engine=engine,
+        storage_root=tmp_path,
+        key=KEY,
+        days=[12],
+        service_for=services,
+        sites=sites,
+        progress=False,
+    )
+    with engine.connect() as conn:
+        paired = conn.execute(
+            sa.text(
+                "SELECT count(*), avg(CASE WHEN (l.prob_abnormal < l.threshold) = (s.prob_abnormal < s.threshold) "
+                "THEN 1.0 ELSE 0.0 END) FROM shadow_logs s JOIN inference_logs l "
+                "ON l.study_id = s.study_id AND l.model_version = s.champion_version WHERE s.model_version = :v"
+            ),
+            {"v": better},
+        ).one()
+    after = served()
+    assert set(after) == set(before) == {"1"}  # only the champion's answers are logged as served
+    assert after["1"] - before["1"] == paired[0] > 300  # every study it scored, the candidate scored too
+
+    report = shadow_report(engine, name, better)
+    assert report.studies == paired[0] and report.agreement == pytest.approx(float(paired[1]))
+    assert {s["site"] for s in report.sites} == sites and sum(s["studies"] for s in report.sites) == report.studies
+    differ = report.champion_normal_candidate_not + report.candidate_normal_champion_not
+    assert differ == round((1 - report.agreement) * report.studies)
+    assert report.candidate is not None and report.champion_estimate is not None
+    assert 0.5 < report.candidate.expected_auroc <= 1 and 0 < report.champion_estimate.filtered_normal < 1
+    assert len(report.examples) == 10 and all(e["decisions_differ"] for e in report.examples[: min(differ, 10)])
+    uri = record_shadow_report(engine, report, actor="test")
+    tags = client.get_model_version(name, better).tags
+    assert tags["shadow_studies"] == str(report.studies) and tags["shadow_report"] == uri
+    run_id = client.get_model_version(name, better).run_id
+    assert {Path(a.path).name for a in client.list_artifacts(run_id, "shadow")} == {"shadow.json", "shadow.html"}
+    assert "decisions agree on" in report.summary()
+
+    # the release manager decides in the MLflow UI: tags name the decision and who took it
+    assert mlflow_decision(name, better) is None
+    client.set_model_version_tag(name, better, "approval", "maybe")
+    with pytest.raises(PromotionRefused, match="approve' or 'reject"):
+        mlflow_decision(name, better)
+    client.set_model_version_tag(name, better, "approval", "approve")
+    with pytest.raises(PromotionRefused, match="approval_by"):
+        mlflow_decision(name, better)
+    client.set_model_version_tag(name, better, "approval_by", "Dr. Release")
+    decision = mlflow_decision(name, better)
+    assert decision == TagDecision(approve=True, by="Dr. Release", reason="")
+
+    # the DAG's decide task acts on the tags: the shadow ends, the version becomes the champion
+    for variable, value in {
+        "PIPELINE_DB_URL": registry.url,
+        "PIPELINE_MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "PIPELINE_MODEL_NAME": name,
+    }.items():
+        monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        outcome = decide_promotion(better, None, dataclasses.asdict(decision))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert outcome["decision"] == "approved" and outcome["source"] == "the MLflow UI"
+    assert version_for(name, SHADOW) is None and version_for(name, CHAMPION) == better
+    assert client.get_model_version(name, better).tags["approved_by"] == "Dr. Release"
+    actions = [e.action for e in events(engine, name, better)]
+    assert actions[-5:] == ["shadow_started", "shadow_report", "shadow_ended", "approved", "promoted"]
+
+    simulate(
+        _world(),
+        engine=engine,
+        storage_root=tmp_path,
+        key=KEY,
+        days=[13],
+        service_for=services,
+        sites={"st-anna"},
+        progress=False,
+    )
+    assert set(served()) == {"1", better}  # the next day is served by the new champion, with nothing in shadow
+    assert shadow_report(engine, name, better).studies == report.studies
+    rollback(engine, name, "1", actor="test", reason="leave the module's champion as it was")

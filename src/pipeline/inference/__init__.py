@@ -7,5 +7,14 @@ from pipeline.inference.service import (
     binary_entropy,
     collimation_cuts_apex,
 )
+from pipeline.inference.serving import load_shadow, registry_services
 
-__all__ = ["InferenceRequest", "InferenceService", "ServiceOutput", "binary_entropy", "collimation_cuts_apex"]
+__all__ = [
+    "InferenceRequest",
+    "InferenceService",
+    "ServiceOutput",
+    "binary_entropy",
+    "collimation_cuts_apex",
+    "load_shadow",
+    "registry_services",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -43,10 +43,11 @@ class InferenceRequest:
 
 @dataclass(frozen=True)
 class ServiceOutput:
-    """Rows for the store: ``studies`` (for files that could be read) and ``inference_logs`` (for every request)."""
+    """Rows for the store: ``studies`` (files that could be read), ``inference_logs`` (every request), ``shadow_logs``."""
 
     studies: list[dict[str, object]]
     logs: list[dict[str, object]]
+    shadow_logs: list[dict[str, object]] = field(default_factory=list)
 
 
 def collimation_cuts_apex(pixels: np.ndarray, *, max_blank_share: float = 0.12, tolerance: float = 0.02) -> bool:
@@ -77,19 +78,35 @@ class InferenceService:
         key: pseudonymisation key of StudyInstanceUIDs.
         mc_samples: MC-dropout passes for the epistemic estimate (0 to skip).
         batch_size: studies per forward pass.
+        shadow: a model version scoring beside the champion, whose answers are logged, never used.
     """
 
-    def __init__(self, model: LoadedModel, *, key: str, mc_samples: int = 8, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        key: str,
+        mc_samples: int = 8,
+        batch_size: int = 64,
+        shadow: LoadedModel | None = None,
+    ) -> None:
         self.loaded = model
         self.key = key
         self.mc_samples = mc_samples
         self.batch_size = batch_size
         self.transform = preprocess(model.image_size, load=False)
+        self.shadow = shadow
+        self.shadow_transform = (
+            None
+            if shadow is None or shadow.image_size == model.image_size
+            else preprocess(shadow.image_size, load=False)
+        )
 
     def process(self, requests: Sequence[InferenceRequest]) -> ServiceOutput:
         """Score ``requests``; every request gets exactly one log row (in request order), whatever fails."""
         studies: list[dict[str, object]] = []
         logs: list[dict[str, object]] = []
+        shadow_logs: list[dict[str, object]] = []
         ready: list[tuple[InferenceRequest, str, np.ndarray, float]] = []
         order = {id(r): i for i, r in enumerate(requests)}
         for request in requests:
@@ -118,9 +135,13 @@ class InferenceService:
             else:
                 ready.append((request, study_id, loaded.pixels, time.perf_counter() - started))
         for start in range(0, len(ready), self.batch_size):
-            logs.extend(self._score(ready[start : start + self.batch_size]))
+            batch = ready[start : start + self.batch_size]
+            scored = self._score(batch)
+            logs.extend(scored)
+            if self.shadow is not None:
+                shadow_logs.extend(self._shadow(batch, scored))
         logs.sort(key=lambda row: order[id(row.pop("_request"))])
-        return ServiceOutput(studies, logs)
+        return ServiceOutput(studies, logs, shadow_logs)
 
     def _failure(
         self, request: InferenceRequest, study_id: str, status: Status, error: ErrorType, detail: str, started: float
@@ -181,6 +202,41 @@ class InferenceService:
                 }
             )
         return rows
+
+    @torch.no_grad()
+    def _shadow(
+        self, batch: list[tuple[InferenceRequest, str, np.ndarray, float]], scored: list[dict[str, object]]
+    ) -> list[dict[str, object]]:
+        """Return the shadow model's rows for the studies of ``batch`` that the champion scored."""
+        assert self.shadow is not None
+        ok = {str(row["study_id"]) for row in scored if row["status"] == Status.OK}
+        items = [item for item in batch if item[1] in ok]
+        if not items:
+            return []
+        started = time.perf_counter()
+        transform = self.shadow_transform or self.transform
+        images = torch.stack([transform({"image": pixels})["image"] for _, _, pixels, _ in items])
+        model = self.shadow.model
+        model.eval()
+        probs = torch.sigmoid(model(images)).numpy()
+        entropy = binary_entropy(probs)
+        per_study = (time.perf_counter() - started) / len(items)
+        threshold = self.shadow.threshold
+        return [
+            {
+                "study_id": study_id,
+                "model_version": self.shadow.version,
+                "champion_version": self.loaded.version,
+                "site": request.site,
+                "received_at": request.received_at,
+                "latency_s": read_s + per_study,
+                "prob_abnormal": float(probs[i]),
+                "threshold": threshold,
+                "decision": Decision.NORMAL if float(probs[i]) < threshold else Decision.ABNORMAL,
+                "entropy": float(entropy[i]),
+            }
+            for i, (request, study_id, _, read_s) in enumerate(items)
+        ]
 
 
 def _id_for_unreadable(path: Path, key: str) -> str:

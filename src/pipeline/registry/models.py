@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 PREVIOUS = "previous"
+#: A validated candidate scoring live traffic beside the champion before approval (answers logged, never used).
+SHADOW = "shadow"
 
 #: The artifact name of the model inside its run (``log_model(name=...)``).
 MODEL_ARTIFACT = "model"

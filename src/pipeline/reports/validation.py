@@ -1,8 +1,10 @@
-"""The validation report a release manager reads before approving: the verdict, every check, the plots.
+"""The reports a release manager reads before approving: the validation verdict, and the shadow evaluation.
 
-One self-contained HTML page (opens from the MLflow UI): the verdict and each check with its numbers
-first, then the ROC curves and reliability diagrams of candidate and champion on the regression set,
-then the subgroup table. This module only draws; the numbers come from ``pipeline.validation``.
+Self-contained HTML pages (they open from the MLflow UI). Validation: the verdict and each check with
+its numbers first, then the ROC curves and reliability diagrams of candidate and champion on the
+regression set, then the subgroup table. Shadow: agreement on live traffic, per site, the studies
+where the two differ most, both models' label-free estimates, and a scatter of their probabilities.
+This module only draws; the numbers come from ``pipeline.validation``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pipeline.registry.evaluation import evaluate_probs
 from pipeline.reports.figures import png_base64, pyplot
 
 if TYPE_CHECKING:
+    from pipeline.validation.shadow import ShadowReport
     from pipeline.validation.suite import Verdict
 
 _WHO = (("prob_candidate", "candidate"), ("prob_champion", "champion"))
@@ -71,6 +74,13 @@ def _subgroup_table(verdict: Verdict) -> str:
     return f"<table>{head}{body}</table>"
 
 
+_STYLE = (
+    "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;margin:0.5em}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "tr.fail{background:#fdd}.verdict{font-size:1.4em}</style>"
+)
+
+
 def write_validation_report(verdict: Verdict, path: Path) -> Path:
     """Write the report page to ``path``; return it."""
     checks = "".join(
@@ -88,16 +98,90 @@ def write_validation_report(verdict: Verdict, path: Path) -> Path:
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;margin:0.5em}"
-        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "tr.fail{background:#fdd}.verdict{font-size:1.4em}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1>"
+        f"{_STYLE}</head><body><h1>{html.escape(title)}</h1>"
         f"<p class='verdict'>Verdict: <b>{verdict.status.upper()}</b> ({len(verdict.failed_checks)} failed checks); "
         f"operating point {verdict.threshold:.4f}; {verdict.studies} test studies ({html.escape(left_out)} left out); "
         f"validated {html.escape(verdict.validated_at)}.</p>"
         f"<h2>Checks</h2><table><tr><th>status</th><th>check</th><th>numbers</th></tr>{checks}</table>"
         f"<h2>Plots</h2>{figures}<h2>Subgroups</h2>{_subgroup_table(verdict)}"
         f"<h2>Test sets</h2><ul>{sets}</ul></body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _shadow_scatter(report: ShadowReport) -> str:
+    if report.probs is None or not len(report.probs[0]):
+        return ""
+    candidate, champion = report.probs
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.6), dpi=100)
+    ax.scatter(champion, candidate, s=6, alpha=0.4)
+    if report.candidate is not None and report.champion_estimate is not None:
+        ax.axvline(report.champion_estimate.threshold, color="grey", linestyle="--", linewidth=1)
+        ax.axhline(report.candidate.threshold, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("champion P(abnormal)")
+    ax.set_ylabel("candidate P(abnormal)")
+    ax.set_title(f"the same {len(candidate)} live studies; dashed: thresholds")
+    return f"<figure><img alt='probabilities' src='data:image/png;base64,{png_base64(fig)}'></figure>"
+
+
+def write_shadow_report(report: ShadowReport, path: Path) -> Path:
+    """Write the shadow page to ``path``; return it."""
+    title = f"Shadow evaluation of {report.model_name} version {report.version} beside version {report.champion}"
+    estimates = ""
+    if report.candidate is not None and report.champion_estimate is not None:
+        rows = []
+        for who, e in (("candidate", report.candidate), ("champion", report.champion_estimate)):
+            outcome = (
+                f"{_num(e.outcome_sensitivity)} ({e.outcome_misses} missed of {e.outcome_studies} with an outcome)"
+                if e.outcome_studies
+                else "no outcome yet"
+            )
+            rows.append(
+                f"<tr><td>{who}</td><td>{e.threshold:.4f}</td><td>{_pct(e.filtered_normal)}</td>"
+                f"<td>{_num(e.expected_auroc)}</td><td>{_num(e.expected_sensitivity)}</td>"
+                f"<td>{_num(e.expected_specificity)}</td><td>{outcome}</td></tr>"
+            )
+        estimates = (
+            "<h2>Label-free estimates</h2><table><tr><th>model</th><th>threshold</th><th>closed as normal</th>"
+            "<th>expected AUROC</th><th>expected sensitivity</th><th>expected specificity</th>"
+            f"<th>sensitivity on radiologists' outcomes</th></tr>{''.join(rows)}</table>"
+        )
+    sites = "".join(
+        f"<tr><td>{html.escape(str(s['site']))}</td><td>{s['studies']}</td><td>{_pct(s['agreement'])}</td>"
+        f"<td>{s['champion_normal_candidate_not']}</td><td>{s['candidate_normal_champion_not']}</td>"
+        f"<td>{_pct(s['filtered_champion'])}</td><td>{_pct(s['filtered_candidate'])}</td></tr>"
+        for s in report.sites
+    )
+    examples = "".join(
+        f"<tr class='{'fail' if e['decisions_differ'] else ''}'><td><code>{html.escape(str(e['study_id']))}</code></td>"
+        f"<td>{html.escape(str(e['site']))}</td><td>{e['prob_champion']:.4f}</td><td>{e['prob_candidate']:.4f}</td></tr>"
+        for e in report.examples
+    )
+    headline = (
+        f"{report.studies} live studies from {report.first} to {report.last}; decisions agree on "
+        f"{_pct(report.agreement)}."
+        if report.studies
+        else "No live study was scored in shadow: the candidate was never beside the champion."
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{_STYLE}</head>"
+        f"<body><h1>{html.escape(title)}</h1><p class='verdict'>{html.escape(headline)}</p>"
+        f"{estimates}<h2>Per site</h2><table><tr><th>site</th><th>studies</th><th>agreement</th>"
+        "<th>champion closes, candidate refers</th><th>candidate closes, champion refers</th>"
+        f"<th>closed, champion</th><th>closed, candidate</th></tr>{sites}</table>"
+        f"<h2>Where they differ most</h2><table><tr><th>study</th><th>site</th><th>champion</th><th>candidate</th></tr>"
+        f"{examples}</table>{_shadow_scatter(report)}<p>Reported {html.escape(report.reported_at)}.</p>"
+        "</body></html>"
     )
     path.write_text(page, encoding="utf-8")
     return path

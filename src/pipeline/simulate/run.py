@@ -39,6 +39,7 @@ class SimulationSummary:
     feedback: int = 0
     unreadable: int = 0
     inference_logs: int = 0
+    shadow_logs: int = 0
     failed: int = 0
     per_site: dict[str, int] = field(default_factory=dict)
 
@@ -120,9 +121,9 @@ def simulate(
         if service_for is not None:
             service = service_for(model_on(scenario, day))
             output = service.process([_request(r) for r in rendered])
-            study_rows, logs = output.studies, output.logs
+            study_rows, logs, shadow_logs = output.studies, output.logs, output.shadow_logs
         else:
-            study_rows, logs = _register_tags(rendered, key, summary), []
+            study_rows, logs, shadow_logs = _register_tags(rendered, key, summary), [], []
         truth = [ground_truth_row(scenario, r) for r in rendered]
         scored = {str(row["study_id"]): row for row in logs}
         feedback = [row for r in rendered if (row := feedback_row(scenario, r, scored.get(r.study_id))) is not None]
@@ -133,11 +134,14 @@ def simulate(
             ingest(engine, "feedback", pd.DataFrame(feedback), source=source)
         if logs:
             ingest(engine, "inference_logs", pd.DataFrame(logs), source=source)
+        if shadow_logs:
+            ingest(engine, "shadow_logs", pd.DataFrame(shadow_logs), source=source)
         summary.days.append(day)
         summary.studies += len(rendered)
         summary.abnormal += sum(r.planned.abnormal for r in rendered)
         summary.feedback += len(feedback)
         summary.inference_logs += len(logs)
+        summary.shadow_logs += len(shadow_logs)
         summary.failed += sum(1 for row in logs if row["status"] != "ok")
         for r in rendered:
             summary.per_site[r.planned.site.id] = summary.per_site.get(r.planned.site.id, 0) + 1

@@ -20,6 +20,7 @@ from pipeline.store.schema import TABLES
 TIME_COLUMN = {
     "studies": "acquired_at",
     "inference_logs": "received_at",
+    "shadow_logs": "received_at",
     "feedback": "reported_at",
     "ground_truth": "acquired_at",
 }

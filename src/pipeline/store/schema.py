@@ -109,6 +109,26 @@ inference_logs = sa.Table(
     sa.Index("ix_inference_logs_received_at_site", "received_at", "site"),
 )
 
+shadow_logs = sa.Table(
+    # a candidate in shadow scores the champion's successfully scored studies; only the champion's answer is
+    # used, and these rows stay out of inference_logs so that no monitoring query counts a study twice
+    "shadow_logs",
+    metadata,
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), primary_key=True),
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("champion_version", sa.String(64), nullable=False),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("prob_abnormal", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("entropy", sa.Float, nullable=False),
+    sa.CheckConstraint("prob_abnormal >= 0 AND prob_abnormal <= 1", name="prob_range"),
+    sa.CheckConstraint("latency_s >= 0", name="latency_nonneg"),
+    sa.Index("ix_shadow_logs_model_version_received_at", "model_version", "received_at"),
+)
+
 feedback = sa.Table(
     "feedback",
     metadata,
@@ -332,5 +352,5 @@ model_events = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),  # JSON
 )
 
-TABLES = {t.name: t for t in (studies, inference_logs, feedback, ground_truth)}
+TABLES = {t.name: t for t in (studies, inference_logs, shadow_logs, feedback, ground_truth)}
 """The tables that ``pipeline.store.write`` loads."""

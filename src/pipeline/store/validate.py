@@ -69,6 +69,13 @@ DOMAIN_RULES: dict[str, dict[str, Between | frozenset[str]]] = {
         "entropy": Between(0.0, None),
         "epistemic_var": Between(0.0, None),
     },
+    "shadow_logs": {
+        "decision": frozenset(Decision),
+        "prob_abnormal": Between(0.0, 1.0),
+        "threshold": Between(0.0, 1.0),
+        "latency_s": Between(0.0, None),
+        "entropy": Between(0.0, None),
+    },
     "studies": {
         "patient_sex": frozenset({"M", "F", "O"}),
         "rows": Between(1, None),
@@ -82,6 +89,7 @@ DOMAIN_RULES: dict[str, dict[str, Between | frozenset[str]]] = {
 
 ROW_RULES: dict[str, tuple[RowRule, ...]] = {
     "inference_logs": (_ok_needs_prediction, _failure_needs_error_type, _finished_after_received),
+    "shadow_logs": (),
     "studies": (),
     "feedback": (),
     "ground_truth": (),

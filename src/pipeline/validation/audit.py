@@ -16,7 +16,9 @@ from sqlalchemy.engine import Engine
 
 from pipeline.store.schema import model_events
 
-ACTIONS = frozenset({"validated", "approved", "rejected", "promoted", "rolled_back"})
+ACTIONS = frozenset(
+    {"validated", "shadow_started", "shadow_report", "shadow_ended", "approved", "rejected", "promoted", "rolled_back"}
+)
 
 
 @dataclass(frozen=True)

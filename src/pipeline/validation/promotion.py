@@ -26,6 +26,11 @@ from pipeline.validation.suite import PASSED
 log = logging.getLogger(__name__)
 
 
+#: Tags a release manager sets on a version in the MLflow UI to decide instead of answering in Airflow.
+APPROVAL_TAG, APPROVAL_BY_TAG, APPROVAL_REASON_TAG = "approval", "approval_by", "approval_reason"
+_APPROVE, _REJECT = frozenset({"approve", "approved"}), frozenset({"reject", "rejected"})
+
+
 class PromotionRefused(RuntimeError):
     """A promotion, rejection or rollback that the rules forbid; the message says which rule."""
 
@@ -68,6 +73,45 @@ def validated_version(model_name: str, version: str) -> tuple[str, dict[str, str
     number = tags.pop("_version")
     _require_passed(model_name, number, tags)
     return number, tags
+
+
+@dataclass(frozen=True)
+class TagDecision:
+    """A release manager's decision written as tags on the version in the MLflow UI."""
+
+    approve: bool
+    by: str
+    reason: str
+
+
+def mlflow_decision(model_name: str, version: str) -> TagDecision | None:
+    """Return the decision tagged on ``version`` (``approval`` = approve/reject, ``approval_by``, ``approval_reason``).
+
+    None while the version carries no ``approval`` tag.
+
+    Raises:
+        PromotionRefused: an ``approval`` tag that is neither approve nor reject, one without ``approval_by``
+            (MLflow does not record who set a tag), or a rejection without a reason.
+    """
+    tags = _version(MlflowClient(), model_name, version)
+    value = tags.get(APPROVAL_TAG, "").strip().lower()
+    if not value:
+        return None
+    if value not in _APPROVE | _REJECT:
+        raise PromotionRefused(
+            f"the tag {APPROVAL_TAG!r} of {model_name} version {tags['_version']} is {value!r}: "
+            "set 'approve' or 'reject'"
+        )
+    by = tags.get(APPROVAL_BY_TAG, "").strip()
+    if not by:
+        raise PromotionRefused(
+            f"{model_name} version {tags['_version']} has {APPROVAL_TAG}={value} but no {APPROVAL_BY_TAG!r} tag naming "
+            "the release manager"
+        )
+    reason = tags.get(APPROVAL_REASON_TAG, "").strip()
+    if value in _REJECT and not reason:
+        raise PromotionRefused(f"a rejection in MLflow needs the tag {APPROVAL_REASON_TAG!r} (why)")
+    return TagDecision(approve=value in _APPROVE, by=by, reason=reason)
 
 
 def _actor(name: str, what: str) -> str:
