@@ -351,7 +351,6 @@ def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, d
 
     from pipeline.training.model import NetConfig, NormalFilterNet
     from pipeline.training.train import (
-        CHECKPOINT_FORMAT,
         _autocast,
         _optimisation,
         _prepared_dataset,
@@ -401,12 +400,12 @@ def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, d
 
     loss_fn, optimiser, scheduler = _optimisation(model, config, train_labels, device)
     state = _TrainingState.start(model, checkpoint, optimiser, scheduler)
-    best_auroc, best_epoch, best_state, history = state.best_auroc, state.best_epoch, state.best_state, state.history
-    first_epoch, finished, resumed_from = state.first_epoch, state.finished, state.resumed_from
     # no RNG state to restore: every epoch re-seeds its streams from (seed, epoch, rank)
     if checkpoint is not None and lead:
         before = int(checkpoint.get("world_size", 1))
-        log.info("resuming from %s after epoch %d%s", checkpoint_path, first_epoch, " (finished)" * finished)
+        log.info(
+            "resuming from %s after epoch %d%s", checkpoint_path, state.first_epoch, " (finished)" * state.finished
+        )
         if before != world:
             log.warning(
                 "the checkpoint was written by %d process(es), this run has %d: the remaining epochs see other "
@@ -417,8 +416,8 @@ def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, d
 
     drawn: list[int] = []  # studies this process trained on, per epoch
     show_progress = bool(spec["progress"]) and lead
-    for epoch in range(first_epoch, config.epochs):
-        if finished:
+    for epoch in range(state.first_epoch, config.epochs):
+        if state.finished:
             break
         started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -467,58 +466,30 @@ def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, d
                 "val_auroc": auroc,
                 "epoch_s": time.perf_counter() - started,
             }
-            history.append(metrics)
-            log.info(
-                "epoch %d: train loss %.4f, val AUROC %.4f (%.1fs)",
-                epoch + 1,
-                metrics["train_loss"],
-                auroc,
-                metrics["epoch_s"],
-            )
-            if auroc > best_auroc:
-                best_auroc, best_epoch, best_state = auroc, epoch, copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= config.patience:
-                log.info("early stop: no AUROC gain for %d epochs", config.patience)
-                finished = True
-            finished = finished or epoch == config.epochs - 1
+            state.record(epoch, metrics, model, config)
             if checkpoint_path is not None:
-                save_checkpoint(
-                    checkpoint_path,
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "run_key": spec["run_key"],
-                        "epoch": epoch,
-                        "finished": finished,
-                        "model": model.state_dict(),
-                        "optimiser": optimiser.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "best_auroc": best_auroc,
-                        "best_epoch": best_epoch,
-                        "best_state": best_state,
-                        "history": history,
-                        "rng": _rng_states(cuda=False),
-                        "world_size": world,
-                    },
-                )
+                rng = _rng_states(cuda=False)
+                saved = state.checkpoint(spec["run_key"], epoch, model, optimiser, scheduler, rng)
+                save_checkpoint(checkpoint_path, saved | {"world_size": world})
             _write_json(run_dir / "epochs" / f"{epoch}.json", metrics)
             _await_ack(run_dir, epoch)  # the caller's on_epoch has returned
-            decision = [metrics, finished]
+            decision = [metrics, state.finished]
         dist.broadcast_object_list(decision, src=0)  # one decision: every process stops at the same epoch
         if not lead:
-            history.append(decision[0])
-            finished = bool(decision[1])
+            state.history.append(decision[0])
+            state.finished = bool(decision[1])
 
     per_rank: list[Any] | None = [None] * world if lead else None
     dist.gather_object(drawn, per_rank, dst=0)
     if lead:
-        torch.save({k: v.cpu() for k, v in best_state.items()}, run_dir / BEST_NAME)
+        torch.save({k: v.cpu() for k, v in state.best_state.items()}, run_dir / BEST_NAME)
         _write_json(
             run_dir / RESULT_NAME,
             {
-                "best_epoch": best_epoch,
-                "best_val_auroc": best_auroc,
-                "history": history,
-                "resumed_from_epoch": resumed_from,
+                "best_epoch": state.best_epoch,
+                "best_val_auroc": state.best_auroc,
+                "history": state.history,
+                "resumed_from_epoch": state.resumed_from,
                 "world_size": world,
                 "studies_per_rank": per_rank,
             },

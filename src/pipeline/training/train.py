@@ -291,6 +291,49 @@ class _TrainingState:
             resumed_from,
         )
 
+    def record(self, epoch: int, metrics: dict[str, float], model: torch.nn.Module, config: TrainConfig) -> None:
+        """Add an epoch's metrics: keep its weights if its validation AUROC is the best, stop early when stale."""
+        self.history.append(metrics)
+        auroc = metrics["val_auroc"]
+        log.info(
+            "epoch %d: train loss %.4f, val AUROC %.4f (%.1fs)",
+            epoch + 1,
+            metrics["train_loss"],
+            auroc,
+            metrics["epoch_s"],
+        )
+        if auroc > self.best_auroc:
+            self.best_auroc, self.best_epoch, self.best_state = auroc, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - self.best_epoch >= config.patience:
+            log.info("early stop: no AUROC gain for %d epochs", config.patience)
+            self.finished = True
+        self.finished = self.finished or epoch == config.epochs - 1
+
+    def checkpoint(
+        self,
+        run_key: str,
+        epoch: int,
+        model: torch.nn.Module,
+        optimiser: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        rng: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Return what ``last.pt`` holds after ``epoch``: enough to resume exactly there."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "run_key": run_key,
+            "epoch": epoch,
+            "finished": self.finished,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "best_auroc": self.best_auroc,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "history": self.history,
+            "rng": rng,
+        }
+
 
 def _optimisation(
     model: torch.nn.Module, config: TrainConfig, train_labels: np.ndarray, device: torch.device
@@ -385,14 +428,14 @@ def train(
         model.load_state_dict(checkpoint["model"])
     loss_fn, optimiser, scheduler = _optimisation(model, config, train_labels, device)
     state = _TrainingState.start(model, checkpoint, optimiser, scheduler)
-    best_auroc, best_epoch, best_state, history = state.best_auroc, state.best_epoch, state.best_state, state.history
-    first_epoch, finished, resumed_from = state.first_epoch, state.finished, state.resumed_from
     if checkpoint is not None:
         _restore_rng_states(checkpoint["rng"])
-        log.info("resuming from %s after epoch %d%s", checkpoint_path, first_epoch, " (finished)" * finished)
+        log.info(
+            "resuming from %s after epoch %d%s", checkpoint_path, state.first_epoch, " (finished)" * state.finished
+        )
 
-    for epoch in range(first_epoch, config.epochs):
-        if finished:
+    for epoch in range(state.first_epoch, config.epochs):
+        if state.finished:
             break
         started = time.perf_counter()
         _seed_epoch(config.seed, epoch, augment)
@@ -419,52 +462,25 @@ def train(
         probs = predict_probs(model, val_loader, device)
         auroc = float(roc_auc_score(val_labels, probs))
         metrics = {"train_loss": total / seen, "val_auroc": auroc, "epoch_s": time.perf_counter() - started}
-        history.append(metrics)
-        log.info(
-            "epoch %d: train loss %.4f, val AUROC %.4f (%.1fs)",
-            epoch + 1,
-            metrics["train_loss"],
-            auroc,
-            metrics["epoch_s"],
-        )
-        if auroc > best_auroc:
-            best_auroc, best_epoch, best_state = auroc, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
-            log.info("early stop: no AUROC gain for %d epochs", config.patience)
-            finished = True
-        finished = finished or epoch == config.epochs - 1
+        state.record(epoch, metrics, model, config)
         if checkpoint_path is not None:
             save_checkpoint(
-                checkpoint_path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "run_key": run_key,
-                    "epoch": epoch,
-                    "finished": finished,
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "best_auroc": best_auroc,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "history": history,
-                    "rng": _rng_states(),
-                },
+                checkpoint_path, state.checkpoint(run_key, epoch, model, optimiser, scheduler, _rng_states())
             )
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 
-    val_probs, threshold = _finish(model, best_state, val_loader, val_labels, config.target_sensitivity)
+    val_probs, threshold = _finish(model, state.best_state, val_loader, val_labels, config.target_sensitivity)
     return TrainResult(
         model,
-        best_epoch,
-        best_auroc,
+        state.best_epoch,
+        state.best_auroc,
         threshold,
-        history,
+        state.history,
         val_probs,
         val_labels,
         skipped=skipped,
-        resumed_from_epoch=resumed_from,
+        resumed_from_epoch=state.resumed_from,
     )
 
 
