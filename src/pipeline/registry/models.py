@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,6 +131,19 @@ def log_and_register(
 def set_alias(model_name: str, alias: str, version: str) -> None:
     """Point ``alias`` of ``model_name`` at ``version``."""
     MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def log_version_files(model_name: str, version: str, files: Sequence[Path], artifact_path: str) -> str:
+    """Log ``files`` into ``version``'s run under ``artifact_path``; return the URI of the last one.
+
+    A version registered without a run keeps no files; the URI is then the bare artifact path.
+    """
+    run_id = MlflowClient().get_model_version(model_name, version).run_id
+    if not run_id:
+        return f"{artifact_path}/{files[-1].name}"
+    for path in files:
+        MlflowClient().log_artifact(run_id, str(path), artifact_path)
+    return f"runs:/{run_id}/{artifact_path}/{files[-1].name}"
 
 
 def version_for(model_name: str, alias_or_version: str) -> str | None:

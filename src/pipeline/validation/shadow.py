@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Engine
 
 from pipeline.drift.stats import expected_performance
-from pipeline.registry import CHAMPION, SHADOW, version_for
+from pipeline.registry import CHAMPION, SHADOW, log_version_files, version_for
 from pipeline.store.schema import feedback, inference_logs, shadow_logs
 from pipeline.validation.audit import record_event
 from pipeline.validation.promotion import PromotionRefused, validated_version
@@ -272,18 +272,13 @@ def record_shadow_report(engine: Engine, report: ShadowReport, actor: str, *, re
     """Log the report (JSON and HTML) into the version's run under ``shadow/`` and tag the version; return its URI."""
     from pipeline.reports.validation import write_shadow_report
 
-    client = MlflowClient()
-    details = client.get_model_version(report.model_name, report.version)
     folder = report_dir or Path(tempfile.mkdtemp(prefix="shadow-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / "shadow.json"
     result.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True))
     page = write_shadow_report(report, folder / "shadow.html")
-    uri = f"{SHADOW_ARTIFACTS}/shadow.html"
-    if details.run_id:
-        client.log_artifact(details.run_id, str(result), SHADOW_ARTIFACTS)
-        client.log_artifact(details.run_id, str(page), SHADOW_ARTIFACTS)
-        uri = f"runs:/{details.run_id}/{SHADOW_ARTIFACTS}/shadow.html"
+    uri = log_version_files(report.model_name, report.version, [result, page], SHADOW_ARTIFACTS)
+    client = MlflowClient()
     tags = {
         "shadow_studies": str(report.studies),
         "shadow_agreement": "none" if report.agreement is None else f"{report.agreement:.4f}",

@@ -30,7 +30,15 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Engine
 
-from pipeline.registry import CHAMPION, VALIDATION_STATUS, LoadedModel, input_example, load_model, version_for
+from pipeline.registry import (
+    CHAMPION,
+    VALIDATION_STATUS,
+    LoadedModel,
+    input_example,
+    load_model,
+    log_version_files,
+    version_for,
+)
 from pipeline.store.schema import studies
 from pipeline.training.snapshot import SnapshotNotFound, load_snapshot
 from pipeline.training.transforms import UNREADABLE_KEY, PrepareStudyd, finish
@@ -359,18 +367,13 @@ def record_verdict(engine: Engine, verdict: Verdict, *, report_dir: Path | None 
     """
     from pipeline.reports.validation import write_validation_report
 
-    client = MlflowClient()
-    details = client.get_model_version(verdict.model_name, verdict.candidate)
     folder = report_dir or Path(tempfile.mkdtemp(prefix="validation-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / "validation.json"
     result.write_text(json.dumps(verdict.to_json(), indent=2, sort_keys=True))
     page = write_validation_report(verdict, folder / "validation.html")
-    report_uri = f"{VALIDATION_ARTIFACTS}/validation.html"
-    if details.run_id:
-        client.log_artifact(details.run_id, str(result), VALIDATION_ARTIFACTS)
-        client.log_artifact(details.run_id, str(page), VALIDATION_ARTIFACTS)
-        report_uri = f"runs:/{details.run_id}/{VALIDATION_ARTIFACTS}/validation.html"
+    report_uri = log_version_files(verdict.model_name, verdict.candidate, [result, page], VALIDATION_ARTIFACTS)
+    client = MlflowClient()
     tags = {
         VALIDATION_STATUS: verdict.status,
         "validation_threshold": f"{verdict.threshold:.6f}",
