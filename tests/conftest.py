@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT
+from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN
 from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db
 
 # --- Environment that must exist before anything imports airflow or mlflow --------------------------------------
@@ -25,8 +25,8 @@ atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 configure_airflow_env(_AIRFLOW_HOME, REPO_ROOT / "dags")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from tests.harness.label_studio import LabelStudio, start_label_studio  # noqa: E402
-from tests.harness.mlflow_server import start_mlflow_server  # noqa: E402
+from pipeline.stack.label_studio import LabelStudio, start_label_studio  # noqa: E402
+from pipeline.stack.mlflow_server import start_mlflow_server  # noqa: E402
 from tests.harness.postgres import create_database, drop_database, resolve_server  # noqa: E402
 
 _STARTUP_NOTES: list[str] = []
@@ -109,7 +109,9 @@ def label_studio(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     cache = getattr(request.config, "cache", None)
     cache_dir = cache.mkdir("label-studio") if cache is not None else None
     started = time.monotonic()
-    server, process = start_label_studio(tmp_path_factory.mktemp("label-studio"), cache_dir=cache_dir)
+    server, process = start_label_studio(
+        tmp_path_factory.mktemp("label-studio"), admin=TEST_LABEL_STUDIO_ADMIN, cache_dir=cache_dir
+    )
     _STARTUP_NOTES.append(f"Label Studio at {server.url} up in {time.monotonic() - started:.1f}s")
     try:
         yield server

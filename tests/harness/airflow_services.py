@@ -18,27 +18,19 @@ Every process logs to its own file under the deployment's work directory and is 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tests.harness import REPO_ROOT
-from tests.harness.ports import free_port, port_answers
-from tests.harness.process import POLL_INTERVAL, ManagedProcess, ServiceStartError, log_tail, start_process
+from pipeline.stack.airflow import AirflowApi, find_airflow_bin, run_airflow
+from pipeline.stack.ports import free_port, port_answers
+from pipeline.stack.process import POLL_INTERVAL, ManagedProcess, ServiceStartError, log_tail, start_process
 
-#: Environment variable overriding the ``airflow`` executable.
-AIRFLOW_BIN_ENV = "AIRFLOW_BIN"
 #: Environment variable naming a Redis server to use as the broker (``redis://host:port``; the db number is ours).
 REDIS_URL_ENV = "PIPELINE_TEST_REDIS_URL"
 #: A local Redis tried before starting a throwaway ``redis-server``.
@@ -53,26 +45,6 @@ CLI_TIMEOUT = 300.0
 WORKER_READY_MARK = "ready."
 #: Task-instance states after which a task will not run again without a retry or a clear.
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
-
-
-class AirflowCommandError(RuntimeError):
-    """An ``airflow`` CLI command exited non-zero; the message carries its output."""
-
-
-class AirflowApiError(RuntimeError):
-    """The REST API answered with an error status; the message carries the body."""
-
-
-def find_airflow_bin() -> Path:
-    """``$AIRFLOW_BIN``, else ``airflow`` next to the running interpreter, else ``<repo>/.venv/bin/airflow``."""
-    if override := os.environ.get(AIRFLOW_BIN_ENV):
-        return Path(override)
-    for candidate in (Path(sys.executable).parent / "airflow", REPO_ROOT / ".venv" / "bin" / "airflow"):
-        if candidate.exists():
-            return candidate
-    if found := shutil.which("airflow"):
-        return Path(found)
-    raise FileNotFoundError(f"airflow executable not found; install apache-airflow in .venv or set {AIRFLOW_BIN_ENV}")
 
 
 # --- Redis --------------------------------------------------------------------------------------------------------
@@ -217,73 +189,6 @@ def celery_deployment_env(
     )
     env.update(extra or {})
     return env
-
-
-def run_airflow(env: Mapping[str, str], *args: str, timeout: float = CLI_TIMEOUT) -> str:
-    """Run ``airflow ARGS`` to completion and return its output; raise :class:`AirflowCommandError` on failure."""
-    argv = [str(find_airflow_bin()), *args]
-    result = subprocess.run(
-        argv, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
-    )
-    if result.returncode != 0:
-        raise AirflowCommandError(
-            f"`airflow {' '.join(args)}` exited with {result.returncode}\n"
-            f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
-        )
-    return result.stdout + result.stderr
-
-
-# --- REST API -----------------------------------------------------------------------------------------------------
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@dataclass(frozen=True)
-class AirflowApi:
-    """A minimal client of the public REST API (``/api/v2``) of an api-server whose users are all admins."""
-
-    base_url: str
-
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """Send ``body`` as JSON and return the decoded JSON answer."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base_url}/api/v2{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
-        try:
-            with _OPENER.open(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise AirflowApiError(f"{method} {path} -> {exc.code}: {detail}") from exc
-
-    def unpause(self, dag_id: str) -> None:
-        """Unpause a DAG (it must be serialized already)."""
-        self.request("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Create a manual DAG run now with ``conf``; return its run id."""
-        from datetime import UTC, datetime
-
-        run = self.request(
-            "POST", f"/dags/{dag_id}/dagRuns", {"logical_date": datetime.now(UTC).isoformat(), "conf": dict(conf or {})}
-        )
-        return str(run["dag_run_id"])
-
-    def dag_run_state(self, dag_id: str, run_id: str) -> str:
-        """State of a DAG run (``queued``, ``running``, ``success``, ``failed``)."""
-        return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        """Task instances of a run by task id (``state``, ``queue``, ``try_number``, ``hostname``, ...)."""
-        answer = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return {ti["task_id"]: ti for ti in answer["task_instances"]}
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        """State of each task instance of a run by task id (None: not scheduled yet)."""
-        return {task_id: ti["state"] for task_id, ti in self.task_instances(dag_id, run_id).items()}
 
 
 # --- Long-running processes ---------------------------------------------------------------------------------------

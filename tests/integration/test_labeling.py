@@ -34,11 +34,12 @@ from pipeline.labeling import (
     sync_annotations,
 )
 from pipeline.labeling.tasks import task_page
+from pipeline.stack.label_studio import LabelStudio, LabelStudioAdmin, _child_env, start_label_studio
+from pipeline.stack.ports import free_port
+from pipeline.stack.process import ManagedProcess, start_process
 from pipeline.store import make_engine
 from pipeline.store.schema import QueueStatus, inference_logs, labels, relabel_queue
-from tests.harness.label_studio import LabelStudio, _child_env, start_label_studio
-from tests.harness.ports import free_port
-from tests.harness.process import ManagedProcess, start_process
+from tests.harness import TEST_LABEL_STUDIO_ADMIN
 from tests.worlds import copy_database, small_world
 
 pytestmark = pytest.mark.integration
@@ -282,7 +283,9 @@ def _restart(process: ManagedProcess, server: LabelStudio) -> ManagedProcess:
         "label-studio",
         process.argv,
         log_path=process.log_path.with_name("label-studio-restarted.log"),
-        env=_child_env(data_dir, server.document_root, server.url),
+        env=_child_env(
+            data_dir, server.document_root, server.url, LabelStudioAdmin(server.username, server.password, server.token)
+        ),
         cwd=process.log_path.parent,
     )
     restarted.wait_for_http(
@@ -295,7 +298,7 @@ def test_restart_during_sync_loses_and_duplicates_nothing(
     store: Engine, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     cache = request.config.cache.mkdir("label-studio") if request.config.cache is not None else None
-    server, process = start_label_studio(tmp_path / "ls", cache_dir=cache)
+    server, process = start_label_studio(tmp_path / "ls", admin=TEST_LABEL_STUDIO_ADMIN, cache_dir=cache)
     try:
         client = make_client(url=server.url, token=server.token, attempts=2, backoff_s=0.1)
         queue(store, 30)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from pipeline.labeling import LabelStudioUnavailable, RetryTransport, make_client
-from tests.harness.ports import free_port
+from pipeline.stack.ports import free_port
 
 
 def test_retries_then_names_server_and_request() -> None:

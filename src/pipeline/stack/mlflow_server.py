@@ -8,9 +8,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import REPO_ROOT
-from tests.harness.ports import free_port
-from tests.harness.process import ManagedProcess, start_process
+from pipeline.stack import REPO_ROOT
+from pipeline.stack.ports import free_port
+from pipeline.stack.process import ManagedProcess, start_process
 
 #: Environment variable overriding the ``mlflow`` executable.
 MLFLOW_BIN_ENV = "MLFLOW_BIN"

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import REPO_ROOT
-from tests.harness.ports import free_port
-from tests.harness.process import ManagedProcess, start_process
+from pipeline.stack import REPO_ROOT
+from pipeline.stack.ports import free_port
+from pipeline.stack.process import ManagedProcess, start_process
 
 #: Environment variable overriding the ``label-studio`` executable.
 LABEL_STUDIO_BIN_ENV = "LABEL_STUDIO_BIN"
-ADMIN_USERNAME = "admin@pipeline.test"
-ADMIN_PASSWORD = "pipeline-test-password"
-#: Legacy API token of the admin (DRF ``Token.key``: at most 40 characters).
-ADMIN_TOKEN = "pipelinetest0123456789abcdef0123456789ab"
+#: The admin user Label Studio creates at first start.
+ADMIN_USERNAME = "admin@pipeline.local"
 #: A cold first start runs all Django migrations on SQLite (40-55 s on 2 cores).
 STARTUP_TIMEOUT = 300.0
 _DB_FILE = "label_studio.sqlite3"
@@ -39,8 +38,8 @@ class LabelStudio:
     url: str
     token: str
     document_root: Path
-    username: str = ADMIN_USERNAME
-    password: str = ADMIN_PASSWORD
+    username: str
+    password: str
 
 
 def find_label_studio_bin() -> Path:
@@ -54,7 +53,7 @@ def find_label_studio_bin() -> Path:
     return path
 
 
-def _child_env(data_dir: Path, document_root: Path, url: str) -> dict[str, str]:
+def _child_env(data_dir: Path, document_root: Path, url: str, admin: LabelStudioAdmin) -> dict[str, str]:
     # Label Studio reads LABEL_STUDIO_X, HEARTEX_X and plain X: drop what the caller's shell may carry.
     dropped_prefixes = ("LABEL_STUDIO_", "HEARTEX_", "DJANGO_", "POSTGRE_", "MYSQL_")
     dropped = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DATABASE_NAME", "HOST", "PORT", "DEBUG", "SENTRY_DSN"}
@@ -65,9 +64,9 @@ def _child_env(data_dir: Path, document_root: Path, url: str) -> dict[str, str]:
             "DJANGO_DB": "sqlite",
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
             "LABEL_STUDIO_HOST": url,
-            "LABEL_STUDIO_USERNAME": ADMIN_USERNAME,
-            "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
-            "LABEL_STUDIO_USER_TOKEN": ADMIN_TOKEN,
+            "LABEL_STUDIO_USERNAME": admin.username,
+            "LABEL_STUDIO_PASSWORD": admin.password,
+            "LABEL_STUDIO_USER_TOKEN": admin.token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(document_root),
@@ -82,10 +81,10 @@ def _child_env(data_dir: Path, document_root: Path, url: str) -> dict[str, str]:
     return env
 
 
-def _template_path(cache_dir: Path, binary: Path) -> Path:
+def _template_path(cache_dir: Path, binary: Path, admin: LabelStudioAdmin) -> Path:
     """Where a migrated database for this Label Studio install and these admin credentials is cached."""
     stat = binary.resolve().stat()
-    key = f"{binary.resolve()}|{stat.st_mtime_ns}|{ADMIN_USERNAME}|{ADMIN_TOKEN}"
+    key = f"{binary.resolve()}|{stat.st_mtime_ns}|{admin.username}|{admin.token}"
     return cache_dir / f"label_studio-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sqlite3"
 
 
@@ -102,19 +101,32 @@ def _snapshot(source: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def start_label_studio(workdir: Path, *, cache_dir: Path | None = None) -> tuple[LabelStudio, ManagedProcess]:
-    """Start Label Studio on a free loopback port with a known admin and legacy token; wait until the API answers.
+@dataclass(frozen=True)
+class LabelStudioAdmin:
+    """The admin Label Studio creates at first start, and the admin's legacy API token (at most 40 characters)."""
+
+    username: str = ADMIN_USERNAME
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+    token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
+
+
+def start_label_studio(
+    workdir: Path, *, admin: LabelStudioAdmin | None = None, cache_dir: Path | None = None
+) -> tuple[LabelStudio, ManagedProcess]:
+    """Start Label Studio on a free loopback port with ``admin`` (fresh random credentials by default) and its
+    legacy token; wait until the API answers.
 
     With ``cache_dir``, the migrated database of the first start is kept there and copied into later sessions'
     fresh data dirs, which cuts start-up from ~40 s to ~10 s. Label Studio still checks and applies migrations itself.
     """
+    admin = admin or LabelStudioAdmin()
     binary = find_label_studio_bin()
     data_dir = workdir / "data"
     document_root = workdir / "documents"
     data_dir.mkdir(parents=True, exist_ok=True)
     document_root.mkdir(parents=True, exist_ok=True)
 
-    template = _template_path(cache_dir, binary) if cache_dir is not None else None
+    template = _template_path(cache_dir, binary, admin) if cache_dir is not None else None
     if template is not None and template.is_file():
         shutil.copyfile(template, data_dir / _DB_FILE)
 
@@ -133,11 +145,11 @@ def start_label_studio(workdir: Path, *, cache_dir: Path | None = None) -> tuple
         "--data-dir",
         str(data_dir),
         "--username",
-        ADMIN_USERNAME,
+        admin.username,
         "--password",
-        ADMIN_PASSWORD,
+        admin.password,
         "--user-token",
-        ADMIN_TOKEN,
+        admin.token,
         "--enable-legacy-api-token",
     ]
 
@@ -149,15 +161,20 @@ def start_label_studio(workdir: Path, *, cache_dir: Path | None = None) -> tuple
         "label-studio",
         argv,
         log_path=workdir / "label-studio.log",
-        env=_child_env(data_dir, document_root, url),
+        env=_child_env(data_dir, document_root, url, admin),
         cwd=workdir,
     )
     process.wait_for_http(
         f"{url}/api/projects?page_size=1",
-        headers={"Authorization": f"Token {ADMIN_TOKEN}"},
+        headers={"Authorization": f"Token {admin.token}"},
         timeout=STARTUP_TIMEOUT,
         check_log=port_taken,
     )
     if template is not None and not template.is_file():
         _snapshot(data_dir / _DB_FILE, template)
-    return LabelStudio(url=url, token=ADMIN_TOKEN, document_root=document_root), process
+    return (
+        LabelStudio(
+            url=url, token=admin.token, document_root=document_root, username=admin.username, password=admin.password
+        ),
+        process,
+    )
