@@ -14,11 +14,11 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from pipeline.callbacks import default_args
+from pipeline.callbacks import default_args, on_the_clock
 
 
 @dag(
-    schedule="@hourly",
+    schedule=on_the_clock("@hourly"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from pipeline.callbacks import default_args
+from pipeline.callbacks import default_args, on_the_clock
 
 MONITORING_WINDOW = Asset("pipeline://monitoring/window")
 DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
@@ -29,7 +29,7 @@ DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 
 @dag(
     # A run covers [logical date, +1 h) and starts once that hour is over.
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    schedule=on_the_clock(CronDataIntervalTimetable("0 * * * *", timezone="UTC")),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,

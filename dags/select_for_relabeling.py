@@ -24,13 +24,16 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from pipeline.callbacks import default_args
+from pipeline.callbacks import default_args, on_the_clock
 
 DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 
 
 @dag(
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=DRIFT_ALERT),
+    schedule=on_the_clock(
+        AssetOrTimeSchedule(timetable=CronTriggerTimetable("30 1 * * *", timezone="UTC"), assets=DRIFT_ALERT),
+        otherwise=DRIFT_ALERT,
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

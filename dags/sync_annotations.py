@@ -20,13 +20,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, CronTriggerTimetable, dag, task
 
-from pipeline.callbacks import default_args
+from pipeline.callbacks import default_args, on_the_clock
 
 NEW_LABELS = Asset("pipeline://labels/new")
 
 
 @dag(
-    schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
+    schedule=on_the_clock(CronTriggerTimetable("*/30 * * * *", timezone="UTC")),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

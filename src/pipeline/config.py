@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,18 @@ class Settings(BaseSettings):
     relabel_daily_budget: int = Field(default=200, ge=0)
     relabel_site_cap: float = Field(
         default=0.4, gt=0, le=1, description="Largest share of the daily budget one site may take."
+    )
+    validation_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This deployment's validation gate (JSON of ValidationConfig fields); a run's config wins.",
+    )
+    retrain_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of a retraining that new labels start (JSON of RetrainParams fields).",
+    )
+    time_schedules: bool = Field(
+        default=True,
+        description="Run the DAGs on their clocks; false leaves triggers and assets only (a replay of past days).",
     )
     shadow_days: float = Field(
         default=3.0,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import get_settings
 from pipeline.logs import configure_logging
+
+if TYPE_CHECKING:
+    from pipeline.training.retrain import RetrainParams
+    from pipeline.validation import ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +144,29 @@ def sync_labels() -> dict[str, Any]:
     return result.as_dict()
 
 
+def retrain_params(params: dict[str, Any], trigger: str) -> RetrainParams:
+    """The parameters of a retraining: the form's, and where new labels started it (nobody filled the form), the
+    deployment's ``PIPELINE_RETRAIN_DEFAULTS`` over them.
+
+    Raises:
+        pydantic.ValidationError: a bad value, named by its field (the settings' too).
+    """
+    from pipeline.training.retrain import RetrainParams
+
+    return RetrainParams.model_validate(params | get_settings().retrain_defaults if trigger == "asset" else params)
+
+
+def gate_config(config: dict[str, Any] | None) -> ValidationConfig:
+    """The validation gate of a run: ``PIPELINE_VALIDATION_CONFIG`` with the run's own fields over it.
+
+    Raises:
+        pydantic.ValidationError: an unknown field or a bad value, named.
+    """
+    from pipeline.validation import ValidationConfig
+
+    return ValidationConfig.model_validate(get_settings().validation_config | (config or {}))
+
+
 def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | None = None) -> dict[str, Any]:
     """Train a candidate from ``params`` (``RetrainParams`` fields) on a fresh snapshot; register it in MLflow.
 
@@ -149,14 +176,14 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
     import mlflow
 
     from pipeline.store import make_engine
-    from pipeline.training.retrain import RetrainParams, retrain
+    from pipeline.training.retrain import retrain
 
     configure_logging()
     settings = get_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     result = retrain(
         make_engine(settings.db_url),
-        RetrainParams.model_validate(params),
+        retrain_params(params, trigger),
         model_name=settings.model_name,
         work_dir=Path(settings.storage_root) / "training",
         trigger=trigger,
@@ -186,7 +213,7 @@ def validate_version(version: str, champion: str = "champion", config: dict[str,
     Raises:
         pipeline.validation.ValidationError: no such version, no signature, no champion or no test data.
     """
-    from pipeline.validation import ValidationConfig, record_verdict, validate
+    from pipeline.validation import record_verdict, validate
 
     engine = _registry_engine()
     verdict = validate(
@@ -194,7 +221,7 @@ def validate_version(version: str, champion: str = "champion", config: dict[str,
         get_settings().model_name,
         version,
         champion=champion,
-        config=ValidationConfig.model_validate(config or {}),
+        config=gate_config(config),
     )
     report = record_verdict(engine, verdict)
     return {

@@ -105,3 +105,24 @@ def test_the_assets_close_the_loop(dagbag):
     ]
     for upstream, downstream in edges:
         assert any(upstream in produced.get(uri, set()) for uri in consumers[downstream]), (upstream, downstream)
+
+
+def test_with_the_clocks_off_only_triggers_and_assets_start_runs(airflow_db, monkeypatch):
+    """PIPELINE_TIME_SCHEDULES=false (a replay of past days, as in `make demo`): no DAG runs on a clock, and the
+    asset-driven half of the loop (a drift alert starting a selection) still does."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipeline.config import get_settings
+
+    monkeypatch.setenv("PIPELINE_TIME_SCHEDULES", "false")
+    get_settings.cache_clear()
+    try:
+        bag = DagBag(dag_folder=str(DAGS_DIR))
+    finally:
+        get_settings.cache_clear()
+    assert bag.import_errors == {}
+    kinds = {dag_id: type(dag.timetable).__name__ for dag_id, dag in bag.dags.items()}
+    assert set(kinds.values()) == {"NullTimetable", "AssetTriggeredTimetable"}, kinds
+    assert kinds["monitor_inference"] == "NullTimetable"
+    assert kinds["select_for_relabeling"] == "AssetTriggeredTimetable"
+    assert _consumed(bag.dags["select_for_relabeling"]) == {"pipeline://monitoring/drift-alert"}
