@@ -15,7 +15,16 @@ from sqlalchemy.engine import Engine
 from pipeline.dicom import AcquisitionMeta, pseudonymize_patient_id, read_study, synthetic_study_meta, write_dicom
 from pipeline.simulate import make_phantom
 from pipeline.store import ingest, make_engine
-from pipeline.store.schema import dataset_snapshots, feedback, labels, snapshot_items, studies
+from pipeline.store.schema import (
+    TEST_SET_HASH_LENGTH,
+    dataset_snapshots,
+    feedback,
+    labels,
+    snapshot_items,
+    studies,
+    test_set_items,
+    test_sets,
+)
 from pipeline.training import (
     NetConfig,
     SnapshotConfig,
@@ -217,6 +226,45 @@ def test_sites_and_a_cutoff_narrow_the_snapshot(engine):
     with engine.connect() as conn:
         reported = dict(conn.execute(sa.select(feedback.c.study_id, feedback.c.reported_at)).all())
     assert all(reported[s] <= cutoff for s in before.items["study_id"])
+
+
+def test_studies_held_out_in_a_test_set_never_train(engine):
+    everything = build_snapshot(engine, SnapshotConfig())
+    held_out = everything.items.sort_values("study_id").iloc[::3]
+    digest = "h" * TEST_SET_HASH_LENGTH
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(test_sets),
+            [
+                {
+                    "test_set_hash": digest,
+                    "name": "regression",
+                    "created_at": T0,
+                    "params": "{}",
+                    "n_items": len(held_out),
+                    "n_abnormal": int(held_out["label"].sum()),
+                }
+            ],
+        )
+        conn.execute(
+            sa.insert(test_set_items),
+            [
+                {"test_set_hash": digest, "reason": "sample"}
+                | {c: row[c] for c in ("study_id", "dicom_uri", "label", "site", "patient_key")}
+                for row in held_out.to_dict("records")
+            ],
+        )
+    try:
+        kept = build_snapshot(engine, SnapshotConfig())
+        assert not set(held_out["study_id"]) & set(kept.items["study_id"])
+        assert len(kept.items) == len(everything.items) - len(held_out)
+        assert kept.hash != everything.hash
+        # only when asked: the set's studies are back
+        assert build_snapshot(engine, SnapshotConfig(exclude_test_sets=False)).hash == everything.hash
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(test_set_items))
+            conn.execute(sa.delete(test_sets))
 
 
 def test_a_snapshot_trains_and_becomes_an_mlflow_dataset(engine, tmp_path):

@@ -50,6 +50,7 @@ from pipeline.store.schema import (
     labels,
     snapshot_items,
     studies,
+    test_set_items,
 )
 from pipeline.training.train import TrainingDataError
 
@@ -89,6 +90,8 @@ class SnapshotConfig(BaseModel):
         single_label_weight: loss weight of a single annotator's label, in (0, 1].
         exclude_rejected: leave out studies the production service rejected (not a chest
             radiograph, organ not fully captured).
+        exclude_test_sets: leave out every study of a stored validation test set (any version), so a
+            candidate is never judged on studies it trained on.
         val_fraction: share of each label's patients in validation.
         test_fraction: share of each label's patients in test (0: no test split).
         split_salt: keyed into the patients' order; another salt gives other (equally valid) splits.
@@ -105,6 +108,7 @@ class SnapshotConfig(BaseModel):
     single_labels: Literal["keep", "drop"] = "keep"
     single_label_weight: float = Field(0.5, gt=0.0, le=1.0)
     exclude_rejected: bool = True
+    exclude_test_sets: bool = True
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_salt: str = "split-v1"
@@ -358,6 +362,8 @@ def _study_filters(config: SnapshotConfig) -> list[sa.ColumnElement[bool]]:
         where.append(studies.c.acquired_at >= config.acquired_from)
     if config.acquired_until is not None:
         where.append(studies.c.acquired_at < config.acquired_until)
+    if config.exclude_test_sets:
+        where.append(~sa.exists().where(test_set_items.c.study_id == studies.c.study_id))
     return where
 
 
