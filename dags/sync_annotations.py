@@ -8,8 +8,9 @@ studies of `relabel_queue` to `labeled`. Where several annotators labeled a stud
 their agreement per project (Cohen's or Fleiss' kappa) and sends disagreements to the
 adjudication project; an adjudicated label settles the study.
 
-When at least `PIPELINE_NEW_LABELS_THRESHOLD` new labels came in, it publishes the
-`pipeline://labels/new` asset, on which retraining runs. Label Studio down: the task retries,
+When it brought labels and the labeled studies that no snapshot holds yet reach
+`PIPELINE_NEW_LABELS_THRESHOLD`, it publishes the `pipeline://labels/new` asset, on which
+retraining runs (small syncs add up; the retraining's snapshot resets the count). Label Studio down: the task retries,
 then fails naming the server; nothing is half-written.
 """
 

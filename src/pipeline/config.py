@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="First wait between two tries; it doubles after each failed try."
     )
     new_labels_threshold: int = Field(
-        default=50, ge=1, description="New labels a sync must bring in before the 'new labels' asset is published."
+        default=50,
+        ge=1,
+        description="Labeled studies no snapshot holds yet that make a sync publish the 'new labels' asset.",
     )
     sentry_dsn: SecretStr | None = None
     pseudonym_key: SecretStr = Field(

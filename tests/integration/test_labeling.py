@@ -181,7 +181,7 @@ def test_push_annotate_sync_round_trip(store: Engine, label_studio: LabelStudio,
     )
 
     synced = sync_annotations(store, client, now=NOW, prefix=prefix, page_size=20, new_labels_threshold=50)
-    assert (synced.new, synced.updated, synced.new_labels_ready) == (50, 0, True)
+    assert (synced.new, synced.updated, synced.new_labels_ready, synced.pending) == (50, 0, True, 50)
     assert label_count(store) == 50
     assert statuses(store) == {"labeled": 50}
     resynced = sync_annotations(store, client, now=NOW, prefix=prefix, page_size=20, new_labels_threshold=50)

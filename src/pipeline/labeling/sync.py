@@ -28,6 +28,7 @@ from pipeline.labeling.interface import ProjectKind
 from pipeline.labeling.parse import IncompleteAnnotation, LabelRow, label_row
 from pipeline.labeling.projects import ensure_project, find_project
 from pipeline.labeling.tasks import find_tasks, task_page
+from pipeline.store.read import labels_not_in_a_snapshot
 from pipeline.store.schema import QueueStatus, labels, relabel_queue
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class SyncResult:
     projects: tuple[ProjectSync, ...]
     sent_to_adjudication: tuple[str, ...]
     new_labels_threshold: int
+    pending: int = 0  # labeled studies no snapshot holds yet, after this sync
 
     @property
     def new(self) -> int:
@@ -101,8 +103,9 @@ class SyncResult:
 
     @property
     def new_labels_ready(self) -> bool:
-        """True when at least ``new_labels_threshold`` new labels arrived."""
-        return self.new >= self.new_labels_threshold
+        """True when this sync brought labels and the labeled studies no snapshot holds yet reach
+        ``new_labels_threshold`` (so small daily syncs add up, and a retraining that used them resets the count)."""
+        return self.new > 0 and self.pending >= self.new_labels_threshold
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready summary (for ``--json`` and XCom)."""
@@ -110,6 +113,7 @@ class SyncResult:
             "new": self.new,
             "updated": self.updated,
             "new_labels_ready": self.new_labels_ready,
+            "pending": self.pending,
             "new_labels_threshold": self.new_labels_threshold,
             "sent_to_adjudication": len(self.sent_to_adjudication),
             "projects": {
@@ -147,7 +151,8 @@ def sync_annotations(
         now: the sync's time (UTC), stored as ``labels.synced_at``.
         prefix: project-title prefix; default ``settings.label_studio_project_prefix``.
         page_size: tasks per page (one transaction each).
-        new_labels_threshold: new labels that make ``new_labels_ready``; default ``settings.new_labels_threshold``.
+        new_labels_threshold: labeled studies no snapshot holds that make ``new_labels_ready``; default
+            ``settings.new_labels_threshold``.
         on_page: called after each committed page (progress reporting).
 
     Raises:
@@ -170,7 +175,7 @@ def sync_annotations(
                     on_page(page)
         results.append(ProjectSync(kind.value, project_id, **counts, agreement=project_agreement(engine, kind)))
     sent = send_to_adjudication(engine, client, prefix=prefix)
-    result = SyncResult(tuple(results), sent, threshold)
+    result = SyncResult(tuple(results), sent, threshold, labels_not_in_a_snapshot(engine))
     log.info("label sync: %s", json.dumps(result.as_dict()))
     return result
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.store.engine import is_postgres
-from pipeline.store.schema import TABLES
+from pipeline.store.schema import TABLES, labels, snapshot_items, test_set_items
 
 # The column that places each table's rows in time, for windowed reads.
 TIME_COLUMN = {
@@ -188,3 +188,14 @@ def _typed(frame: pd.DataFrame, table: sa.Table, names: list[str]) -> pd.DataFra
         else:
             out[name] = values.astype("string")
     return pd.DataFrame(out)
+
+
+def labels_not_in_a_snapshot(engine: Engine) -> int:
+    """Return how many labeled studies no dataset snapshot holds yet and no validation test set keeps out of
+    training: what a retraining would learn anew."""
+    query = sa.select(sa.func.count(sa.distinct(labels.c.study_id))).where(
+        ~labels.c.study_id.in_(sa.select(snapshot_items.c.study_id)),
+        ~labels.c.study_id.in_(sa.select(test_set_items.c.study_id)),
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())

@@ -15,11 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
-from pipeline.store.schema import labels, snapshot_items
+from pipeline.store.read import labels_not_in_a_snapshot
 from pipeline.training.model import NetConfig
 from pipeline.training.snapshot import SnapshotConfig, as_mlflow_dataset, build_snapshot
 from pipeline.training.train import TrainConfig, train
@@ -83,15 +82,6 @@ class RetrainResult:
         }
 
 
-def new_labels(engine: Engine) -> int:
-    """Return how many labeled studies no snapshot holds yet."""
-    query = sa.select(sa.func.count(sa.distinct(labels.c.study_id))).where(
-        ~labels.c.study_id.in_(sa.select(snapshot_items.c.study_id))
-    )
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
 def retrain(
     engine: Engine,
     params: RetrainParams,
@@ -123,7 +113,7 @@ def retrain(
     from pipeline.registry import load_model, log_evaluation, register_candidate, training_run
     from pipeline.training.bootstrap import EXPERIMENT
 
-    waiting = new_labels(engine)
+    waiting = labels_not_in_a_snapshot(engine)
     if waiting < params.min_new_labels:
         reason = f"{waiting} new labels, fewer than the {params.min_new_labels} asked for: nothing to train"
         log.info(reason)
