@@ -48,6 +48,9 @@ def test_standalone_runs_our_dags_for_a_past_day_as_a_named_user(tmp_path: Path,
             data_interval=(DAY, DAY + timedelta(days=1)),
             run_id="replay__2026-01-15",
         )
+        # asking for the same run again finds it (a retried trigger creates nothing twice)
+        assert manager.trigger("monitor_inference", logical_date=DAY, run_id=run_id) == run_id
+        assert len(manager.dag_runs("monitor_inference")) == 1
         run = manager.request("GET", f"/dags/monitor_inference/dagRuns/{run_id}")
         assert run_id == "replay__2026-01-15" and run["run_type"] == "manual"
         assert run["triggering_user_name"] == "release-manager"

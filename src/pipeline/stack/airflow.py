@@ -82,19 +82,27 @@ class AirflowApi:
     base_url: str
     token: str | None = None
 
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """Send ``body`` as JSON and return the decoded JSON answer."""
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *, attempts: int = 4) -> Any:
+        """Send ``body`` as JSON and return the decoded JSON answer.
+
+        A server error (5xx: a SQLite metadata DB answers "database is locked" under load) is tried again after
+        1, 2, 4 ... seconds, ``attempts`` times in all; a client error (4xx) is raised at once.
+        """
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(f"{self.base_url}/api/v2{path}", data=data, method=method, headers=headers)
-        try:
-            with _OPENER.open(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise AirflowApiError(f"{method} {path} -> {exc.code}: {detail}") from exc
+        for attempt in range(1, attempts + 1):
+            request = urllib.request.Request(f"{self.base_url}/api/v2{path}", data=data, method=method, headers=headers)
+            try:
+                with _OPENER.open(request, timeout=30) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")
+                if exc.code < 500 or attempt == attempts:
+                    raise AirflowApiError(f"{method} {path} -> {exc.code}: {detail}") from exc
+            time.sleep(2.0 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     def as_user(self, username: str, password: str) -> AirflowApi:
         """The same API, signed in as ``username`` (a JWT from the auth manager's ``/auth/token``)."""
@@ -127,17 +135,22 @@ class AirflowApi:
         run_id: str | None = None,
     ) -> str:
         """Create a manual DAG run (for ``logical_date``, now by default, over ``data_interval`` when given) with
-        ``conf``; return its run id."""
+        ``conf``; return its run id. With ``run_id``, triggering again finds the run already there."""
         body: dict[str, Any] = {
             "logical_date": (logical_date or datetime.now(UTC)).isoformat(),
             "conf": dict(conf or {}),
         }
         if data_interval is not None:
             body["data_interval_start"], body["data_interval_end"] = (d.isoformat() for d in data_interval)
-        if run_id is not None:
-            body["dag_run_id"] = run_id
-        run = self.request("POST", f"/dags/{dag_id}/dagRuns", body)
-        return str(run["dag_run_id"])
+        if run_id is None:
+            return str(self.request("POST", f"/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+        body["dag_run_id"] = run_id
+        try:
+            self.request("POST", f"/dags/{dag_id}/dagRuns", body)
+        except AirflowApiError as exc:  # the same run asked for again (or a retry after a lost answer): it is there
+            if " -> 409:" not in str(exc):
+                raise
+        return run_id
 
     def dag_run_state(self, dag_id: str, run_id: str) -> str:
         """State of a DAG run (``queued``, ``running``, ``success``, ``failed``)."""
