@@ -68,7 +68,7 @@ test-fast: venv  ## Unit tests only (no services)
 test: install browser lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: install  ## Run the product on embedded defaults (SQLite store, local files) and print what landed
+demo: install  ## The closed loop: 30 days of a new hospital through the Airflow scheduler, MLflow and Label Studio (~20 min)
 	$(BIN)/pipeline demo
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY

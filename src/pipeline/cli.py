@@ -202,28 +202,65 @@ def simulate(
     show_default=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
-@click.option("--start-day", type=click.IntRange(min=0), default=9, show_default=True)
-@click.option("--days", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True, help="Days to play.")
+@click.option(
+    "--volume-scale",
+    type=click.FloatRange(0.05, 4.0),
+    default=0.5,
+    show_default=True,
+    help="Scale every site's volume.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".demo",
+    show_default=True,
+    help="Everything the demo writes (emptied first).",
+)
+@click.option("--keep-running", is_flag=True, help="Leave the services up at the end to look around (Ctrl-C stops).")
 @JSON_OPTION
-def demo(scenario_path: Path, start_day: int, days: int, progress: bool, json_path: Path | None) -> None:
-    """Run the product on embedded defaults and print what landed."""
-    from pipeline.demo import run_demo
+def demo(
+    scenario_path: Path, days: int, volume_scale: float, workdir: Path, keep_running: bool, json_path: Path | None
+) -> None:
+    """The whole loop on this machine: drift at a new hospital, labels, retraining, validation, approval, promotion.
 
-    settings = get_settings()
-    click.echo(f"store: {settings.db_url}   storage: {settings.storage_root}")
-    result = run_demo(settings, scenario_path, start_day=start_day, days=days, progress=progress)
-    click.echo("\nWhat landed, per day and site:")
-    click.echo(result.per_day_site.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    click.echo("\nRows in the store: " + ", ".join(f"{k} {v}" for k, v in result.table_counts.items()))
-    write_json(
-        json_path,
-        {
-            "simulation": result.simulation.as_dict(),
-            "per_day_site": result.per_day_site.to_dict("records"),
-            "table_counts": result.table_counts,
-        },
+    Starts MLflow, Label Studio and Airflow standalone, trains the first champion and plays the scenario day by day
+    through the Airflow scheduler. The store is a SQLite file in the workdir unless PIPELINE_DB_URL names one.
+    """
+    import signal
+    import sys
+    import time
+
+    from pipeline.demo import DemoConfig, DemoError, run_demo
+
+    config = DemoConfig(
+        scenario=scenario_path.resolve(),
+        days=days,
+        volume_scale=volume_scale,
+        workdir=workdir.resolve(),
+        keep_running=keep_running,
     )
+    started = time.monotonic()
+    # A plain `kill` must stop the services too: turn SIGTERM into an exit, which runs their clean-up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    def say(line: str) -> None:
+        click.echo(f"[{time.monotonic() - started:6.0f}s] {line}")
+
+    try:
+        result = run_demo(config, say=say)
+    except DemoError as exc:
+        raise click.ClickException(f"{exc}\n(the services' logs are under {config.workdir})") from exc
+    click.echo("\n" + result.table())
+    click.echo(f"\nReport: {result.report}")
+    click.echo("Look around: " + "   ".join(f"{name} {url}" for name, url in result.urls.items()))
+    write_json(json_path, result.summary)
+    if keep_running:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()
