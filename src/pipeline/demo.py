@@ -704,7 +704,7 @@ def summarise(
         "models": {
             "first": first,
             "champion": days[-1].champion if days else first,
-            "trained": len(versions) - 1,
+            "trained": max(len(versions) - 1, 0),
             "validated": len(validated),
             "promoted": len({d.champion for d in days} - {first}),
             "promoted_on_day": promoted_on,
