@@ -142,7 +142,8 @@ def _unusable(engine: Engine, config: TestSetConfig) -> pd.DataFrame:
 
 def labeled_pool(engine: Engine, config: TestSetConfig) -> pd.DataFrame:
     """Return every labeled study with what the sets are drawn by: label, site, age, manufacturer, the model's verdict."""
-    items, _ = collect_items(engine, SnapshotConfig(cutoff=config.cutoff, test_fraction=0.0))
+    # the pool is every labeled study, the ones earlier versions of the sets hold included
+    items, _ = collect_items(engine, SnapshotConfig(cutoff=config.cutoff, test_fraction=0.0, exclude_test_sets=False))
     if items.empty:
         return items.assign(patient_age_years=[], manufacturer=[], overturned=[])
     facts = _read(
