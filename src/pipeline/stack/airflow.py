@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +23,7 @@ from typing import Any
 
 from pipeline.stack import REPO_ROOT
 from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, ServiceStartError, start_process
+from pipeline.stack.process import ManagedProcess, ServiceStartError, find_executable, start_process
 
 #: Environment variable overriding the ``airflow`` executable.
 AIRFLOW_BIN_ENV = "AIRFLOW_BIN"
@@ -47,14 +45,7 @@ class AirflowApiError(RuntimeError):
 
 def find_airflow_bin() -> Path:
     """``$AIRFLOW_BIN``, else ``airflow`` next to the running interpreter, else ``<repo>/.venv/bin/airflow``."""
-    if override := os.environ.get(AIRFLOW_BIN_ENV):
-        return Path(override)
-    for candidate in (Path(sys.executable).parent / "airflow", REPO_ROOT / ".venv" / "bin" / "airflow"):
-        if candidate.exists():
-            return candidate
-    if found := shutil.which("airflow"):
-        return Path(found)
-    raise FileNotFoundError(f"airflow executable not found; install apache-airflow in .venv or set {AIRFLOW_BIN_ENV}")
+    return find_executable("airflow", AIRFLOW_BIN_ENV, "apache-airflow")
 
 
 def run_airflow(env: Mapping[str, str], *args: str, timeout: float = CLI_TIMEOUT) -> str:

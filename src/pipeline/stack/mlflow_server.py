@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.stack import REPO_ROOT
 from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, start_process
+from pipeline.stack.process import ManagedProcess, find_executable, start_process
 
 #: Environment variable overriding the ``mlflow`` executable.
 MLFLOW_BIN_ENV = "MLFLOW_BIN"
@@ -30,14 +27,7 @@ class MlflowServer:
 
 def find_mlflow_bin() -> Path:
     """``$MLFLOW_BIN``, else ``mlflow`` next to the running interpreter, else ``<repo>/.venv/bin/mlflow``."""
-    if override := os.environ.get(MLFLOW_BIN_ENV):
-        return Path(override)
-    for candidate in (Path(sys.executable).parent / "mlflow", REPO_ROOT / ".venv" / "bin" / "mlflow"):
-        if candidate.exists():
-            return candidate
-    if found := shutil.which("mlflow"):
-        return Path(found)
-    raise FileNotFoundError(f"mlflow executable not found; install mlflow in .venv or set {MLFLOW_BIN_ENV}")
+    return find_executable("mlflow", MLFLOW_BIN_ENV, "mlflow")
 
 
 def start_mlflow_server(backend_store_uri: str, workdir: Path) -> MlflowServer:

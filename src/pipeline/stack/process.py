@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,11 +16,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.stack import REPO_ROOT
+
 #: Seconds between two readiness probes.
 POLL_INTERVAL = 0.25
 
 # Readiness probes go straight to loopback, whatever *_proxy variables say.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def find_executable(name: str, env_var: str, package: str) -> Path:
+    """``$env_var``, else ``name`` next to the running interpreter, else ``<repo>/.venv/bin/name``, else on PATH."""
+    if override := os.environ.get(env_var):
+        return Path(override)
+    for candidate in (Path(sys.executable).parent / name, REPO_ROOT / ".venv" / "bin" / name):
+        if candidate.exists():
+            return candidate
+    if found := shutil.which(name):
+        return Path(found)
+    raise FileNotFoundError(f"{name} executable not found; install {package} in .venv or set {env_var}")
 
 
 class ServiceStartError(RuntimeError):
