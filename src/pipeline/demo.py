@@ -167,7 +167,6 @@ class Stack:
     env: dict[str, str]
     urls: dict[str, str]
     credentials: dict[str, str]
-    stop: Callable[[], None]
     airflow_api: Any  # AirflowApi signed in as the admin
     release_manager_api: Any
 
@@ -242,7 +241,6 @@ def running_stack(config: DemoConfig, db_url: str, say: Callable[[str], None]) -
             env=env,
             urls=urls,
             credentials=credentials,
-            stop=stop_all,
             airflow_api=airflow.api_as(ADMIN),
             release_manager_api=airflow.api_as(RELEASE_MANAGER),
         )
@@ -289,36 +287,41 @@ def settle(
     answered: list[dict[str, Any]],
     *,
     timeout: float = 1800.0,
-    quiet_checks: int = 2,
-) -> list[str]:
-    """Wait until the scheduler has nothing left to run, answering approval requests on the way; return the runs
-    that finished meanwhile (``dag_id/run_id state``)."""
-    started = time.monotonic()
-    seen: dict[str, str] = {}
-    quiet = 0
-    last_note = 0.0
-    while quiet < quiet_checks:
-        busy = _busy(admin_api)
-        for run in busy:
-            seen.setdefault(run, "")
+) -> None:
+    """Wait until the scheduler has nothing left to run (twice in a row: an asset event may be about to start a
+    run), answering approval requests on the way.
+
+    Raises:
+        DemoError: a run of the loop failed, a task anywhere failed, or time ran out.
+    """
+    for _ in range(2):
+        _wait(admin_api, release_manager_api, say, answered, lambda busy: not busy, timeout=timeout)
+        time.sleep(2.0)
+    if failed := sorted(run for run, state in _loop_runs(admin_api).items() if state == "failed"):
+        raise DemoError(f"{', '.join(failed)} failed: see its task logs in the Airflow UI")
+
+
+def _wait(
+    admin_api: Any,
+    release_manager_api: Any,
+    say: Callable[[str], None],
+    answered: list[dict[str, Any]],
+    done: Callable[[list[str]], bool],
+    *,
+    timeout: float,
+) -> None:
+    """Poll what Airflow is busy with until ``done(busy)``, answering approval requests and saying what it waits
+    for every 30 s."""
+    started = last_note = time.monotonic()
+    while not done(busy := _busy(admin_api)):
         _answer_approvals(release_manager_api, say, answered)
-        quiet = quiet + 1 if not busy else 0
-        if busy and time.monotonic() - last_note > 30:
+        if time.monotonic() - last_note > 30:
             say(f"  waiting for {', '.join(sorted(busy))}")
             last_note = time.monotonic()
         if time.monotonic() - started > timeout:
             raise DemoError(f"Airflow still busy after {timeout:.0f}s: {busy}")
-        time.sleep(2.0)
-    finished = []
-    for run in seen:
-        dag_id, _, run_id = run.partition("/")
-        if " " in dag_id or not run_id:
-            continue
-        state = admin_api.dag_run_state(dag_id, run_id)
-        finished.append(f"{run} {state}")
-        if state != "success":
-            raise DemoError(f"DAG run {run} ended {state}: see the Airflow UI or {dag_id}'s task logs")
-    return finished
+        time.sleep(1.0)
+    _answer_approvals(release_manager_api, say, answered)
 
 
 # --- the days -----------------------------------------------------------------------------------------------------
@@ -359,7 +362,7 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
         get_settings.cache_clear()
         say("training the first champion on the stable sites' base data ...")
         first = _bootstrap(config, say)
-        days, answered = _play(config, scenario, engine, stack, say, testsets_day=config.testsets_day)
+        days, answered = _play(config, scenario, engine, stack, say)
         summary, per_day = summarise(engine, scenario, new_site, join_day, days, first, answered)
         summary["seconds"] = time.monotonic() - begun
         summary["done_when"] = done_when(summary)
@@ -413,8 +416,6 @@ def _play(
     engine: sa.Engine,
     stack: Stack,
     say: Callable[[str], None],
-    *,
-    testsets_day: int,
 ) -> tuple[list[DayRecord], list[dict[str, Any]]]:
     """Play the days. A day's own runs (monitoring, selection) are waited for before the next day's; the rest (the
     syncs, and a retraining, validation and promotion that new labels start) go on while the next days arrive, as
@@ -479,7 +480,7 @@ def _play(
             ),
         ]
         in_flight.append((record, start, runs, started))
-        if day == testsets_day:
+        if day == config.testsets_day:
             _freeze_test_sets(engine, say)
         if labeling is not None:
             labeling[1].annotated = labeling[0].result()
@@ -521,20 +522,8 @@ def wait_for_runs(
     Raises:
         DemoError: one of them did not succeed, a task anywhere failed, or time ran out.
     """
-    started = time.monotonic()
-    last_note = time.monotonic()
-    while True:
-        busy = _busy(admin_api)
-        _answer_approvals(release_manager_api, say, answered)
-        waiting = [(d, r) for d, r in runs if f"{d}/{r}" in busy]
-        if not waiting:
-            break
-        if time.monotonic() - last_note > 30:
-            say(f"  waiting for {', '.join(sorted(busy))}")
-            last_note = time.monotonic()
-        if time.monotonic() - started > timeout:
-            raise DemoError(f"Airflow still busy after {timeout:.0f}s: {busy}")
-        time.sleep(1.0)
+    names = {f"{dag_id}/{run_id}" for dag_id, run_id in runs}
+    _wait(admin_api, release_manager_api, say, answered, lambda busy: not names & set(busy), timeout=timeout)
     for dag_id, run_id in runs:
         state = admin_api.dag_run_state(dag_id, run_id)
         if state != "success":

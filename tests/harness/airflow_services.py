@@ -39,8 +39,6 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 REDIS_CLAIM_KEY = "pipeline-test:claimed-by"
 #: Seconds a process may take to come up on a busy 2-core machine.
 STARTUP_TIMEOUT = 240.0
-#: Seconds one-shot CLI commands (``db migrate``, ``dags reserialize``) may take.
-CLI_TIMEOUT = 300.0
 #: A Celery worker prints this line once it consumes from its queues.
 WORKER_READY_MARK = "ready."
 #: Task-instance states after which a task will not run again without a retry or a clear.
