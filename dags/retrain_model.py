@@ -70,6 +70,13 @@ CANDIDATE = Asset("pipeline://models/candidate")
             type="object",
             description="From scratch: the network (name densenet121 or densenet_small, init_features, growth_rate, block_config).",
         ),
+        "replay_base": Param(
+            1000,
+            type="integer",
+            minimum=0,
+            description="Base-dataset training studies replayed beside the new labels, so the old sites are not "
+            "forgotten (0: none).",
+        ),
         "min_new_labels": Param(
             50, type="integer", minimum=0, description="Skip while fewer labels than this are in no snapshot yet."
         ),

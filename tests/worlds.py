@@ -26,7 +26,7 @@ from pipeline.simulate.scenario import Scenario, load_scenario, with_volume
 from pipeline.simulate.world import changed_sites
 from pipeline.store import make_engine, upgrade
 from pipeline.training import NetConfig, TrainConfig
-from pipeline.training.bootstrap import _items
+from pipeline.training.bootstrap import _items, base_manifest, write_base_dataset
 from pipeline.training.model import NormalFilterNet
 from pipeline.training.train import train
 
@@ -299,3 +299,16 @@ def small_world(
         progress=False,
     )
     engine.dispose()
+
+
+def small_base_dataset(storage: Path, *, per_site: int = 6, image_px: int = 64) -> Path:
+    """Render a base dataset (train: days 0-1, val: day 2 of the stable sites, another seed) under ``storage``
+    and write its manifest where retraining looks for it; return the manifest's path."""
+    world = with_volume(load_scenario(ROOT / "scenarios" / "stable.yaml"), per_site=per_site)
+    world = world.model_copy(update={"seed": world.seed + 1000})
+    root = base_manifest(storage).parent
+    splits = {
+        "train": _items(world, range(0, 2), root, KEY, image_px),
+        "val": _items(world, range(2, 3), root, KEY, image_px),
+    }
+    return write_base_dataset(splits, storage)[1]

@@ -389,8 +389,8 @@ def _label_studio(call: Any) -> Any:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @JSON_OPTION
 def train_command(config_path: Path | None, progress: bool, json_path: Path | None) -> None:
-    """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot and register a candidate in
-    MLflow with its lineage. A bar per epoch; an interrupted run resumes from its last checkpoint."""
+    """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot, with a sample of the base dataset
+    replayed beside it (replay_base), and register a candidate in MLflow with its lineage. A bar per epoch; an interrupted run resumes from its last checkpoint."""
     import mlflow
     import yaml
     from pydantic import ValidationError
@@ -398,6 +398,7 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     from pipeline.registry import ModelNotFound
     from pipeline.store import make_engine
     from pipeline.training import TrainingDataError
+    from pipeline.training.bootstrap import BaseDatasetError, base_manifest
     from pipeline.training.distributed import DistributedTrainingFailed, TooFewDevices
     from pipeline.training.retrain import RetrainParams, retrain
 
@@ -415,8 +416,9 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
             model_name=settings.model_name,
             work_dir=Path(settings.storage_root) / "training",
             progress=progress,
+            base_dataset=base_manifest(settings.storage_root),
         )
-    except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed) as exc:
+    except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed, BaseDatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
     if result.version is None:
         click.echo(result.reason)

@@ -168,7 +168,8 @@ def gate_config(config: dict[str, Any] | None) -> ValidationConfig:
 
 
 def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | None = None) -> dict[str, Any]:
-    """Train a candidate from ``params`` (``RetrainParams`` fields) on a fresh snapshot; register it in MLflow.
+    """Train a candidate from ``params`` (``RetrainParams`` fields) on a fresh snapshot, replaying the base dataset
+    under the storage root beside it; register it in MLflow.
 
     Returns the version (None when skipped for too few new labels), the snapshot hash and counts. The same
     ``run_key`` resumes the same MLflow run and checkpoints (an Airflow retry).
@@ -176,6 +177,7 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
     import mlflow
 
     from pipeline.store import make_engine
+    from pipeline.training.bootstrap import base_manifest
     from pipeline.training.retrain import retrain
 
     configure_logging()
@@ -189,6 +191,7 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
         trigger=trigger,
         run_key=run_key,
         progress=False,
+        base_dataset=base_manifest(settings.storage_root),
     )
     return result.as_json()
 

@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from pipeline.config import get_settings
 from pipeline.store import make_engine
 from pipeline.training import SnapshotConfig, build_snapshot
-from tests.worlds import small_world
+from pipeline.training.bootstrap import base_dataset_hash, read_base_manifest
+from tests.worlds import small_base_dataset, small_world
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
@@ -38,6 +39,7 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
     airflow_db, pg_url, mlflow_server, monkeypatch, tmp_path
 ):
     small_world(pg_url, tmp_path / "storage", per_site=40, days=(0, 1, 2))
+    manifest = read_base_manifest(small_base_dataset(tmp_path / "storage"))
     model_name = f"retrain-{tmp_path.name[-8:]}"
     for key, value in {
         "PIPELINE_DB_URL": pg_url,
@@ -48,7 +50,7 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     try:
-        result = run(**TINY)
+        result = run(**(TINY | {"replay_base": 20}))
         assert result.state == "success"
         skipped = run(**(TINY | {"min_new_labels": 5}))  # no label waits for a snapshot: nothing to train
         assert skipped.state == "success"
@@ -65,6 +67,15 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
     assert client.get_model_version_by_alias(model_name, "candidate").version == "1"
     run_data = client.get_run(version.run_id)
     assert run_data.data.tags["trigger"] == "manual"
+    # the base dataset under the storage root was replayed: 20 of its training studies and all its validation
+    replayed = {k.removeprefix("base_replay."): v for k, v in run_data.data.params.items() if "base_replay." in k}
+    assert replayed.pop("why").startswith(f"20 of {(manifest['split'] == 'train').sum()} base training studies")
+    assert replayed == {
+        "used": "True",
+        "dataset_hash": base_dataset_hash(manifest),
+        "train": "20",
+        "val": str((manifest["split"] == "val").sum()),
+    }
     assert len(client.get_metric_history(version.run_id, "val_auroc")) == 2
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
     assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/confusion_matrix.png"} <= artifacts

@@ -15,7 +15,13 @@ from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, read_window, upgrade
 from pipeline.training import NetConfig, TrainConfig
-from pipeline.training.bootstrap import BootstrapConfig, bootstrap
+from pipeline.training.bootstrap import (
+    BootstrapConfig,
+    base_dataset_hash,
+    base_manifest,
+    bootstrap,
+    read_base_manifest,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +57,11 @@ def test_bootstrap_registers_a_champion_once_and_the_service_logs_with_it(mlflow
     run = client.get_run(version.run_id)
     assert {"val_auroc", "train_loss", "test_auroc_stable"} <= set(run.data.metrics)
     assert run.data.params["image_size"] == "32"
+    # the base dataset stays for retraining to replay: a manifest of readable files, tagged by its hash
+    manifest = read_base_manifest(base_manifest(tmp_path))
+    assert set(manifest["split"]) == {"train", "val", "test"} and len(manifest) == sum(result.studies.values())
+    assert all(Path(image).is_file() for image in manifest["image"])
+    assert version.tags["dataset_hash"] == base_dataset_hash(manifest)
 
     again = bootstrap(small("stable", 40), model_name=name, storage_root=tmp_path, key="k", config=TINY, progress=False)
     assert not again.created and again.version == "1"

@@ -2,7 +2,9 @@
 
 The base dataset is what a vendor trained on before going live: studies of the stable sites,
 split by day (train, validation, test), written as DICOM under ``<storage>/base/`` with a
-manifest. The model is trained with the same loop as every retraining, registered in MLflow and
+manifest (``manifest.csv``: image path relative to it, label, study, site, day, split). Every
+retraining replays a sample of it beside the production labels (see
+:mod:`pipeline.training.retrain`), so fine-tuning on a new site does not forget the old ones. The model is trained with the same loop as every retraining, registered in MLflow and
 given the ``champion`` alias. Its AUROC on held-out stable-site studies and on a scanner it has
 never seen (the new-hospital scenario's site) are logged: the gap is the problem the loop solves.
 """
@@ -32,6 +34,65 @@ from pipeline.training.transforms import preprocess
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "normal-filter"
+#: The base dataset's manifest, relative to the storage root.
+BASE_MANIFEST = Path("base") / "manifest.csv"
+_MANIFEST_COLUMNS = ("image", "label", "study_id", "site", "day", "split")
+
+
+class BaseDatasetError(ValueError):
+    """The base dataset's manifest is missing a column or names a split it does not have."""
+
+
+def base_manifest(storage_root: Path | str) -> Path:
+    """Return where the base dataset's manifest lies under ``storage_root``."""
+    return Path(storage_root) / BASE_MANIFEST
+
+
+def base_dataset_hash(manifest: pd.DataFrame) -> str:
+    """Return 16 hex characters of SHA-256 over the manifest's studies, labels and splits (the bootstrap's tag)."""
+    canonical = manifest[["study_id", "label", "split"]].to_csv(index=False).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def read_base_manifest(path: Path) -> pd.DataFrame:
+    """Return the base dataset's manifest with absolute image paths.
+
+    Raises:
+        FileNotFoundError: there is no manifest at ``path`` (no bootstrap has run on this storage).
+        BaseDatasetError: a column is missing.
+    """
+    frame = pd.read_csv(path)
+    missing = [c for c in _MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BaseDatasetError(f"{path}: the base manifest lacks the column(s) {', '.join(missing)}")
+    frame["image"] = [str(path.parent / image) for image in frame["image"]]
+    return frame
+
+
+def base_items(manifest: pd.DataFrame, split: str) -> list[dict]:
+    """Return one split of the base manifest as ``train()`` takes its items (weight 1).
+
+    Raises:
+        BaseDatasetError: the split holds no study.
+    """
+    part = manifest[manifest["split"] == split]
+    if part.empty:
+        raise BaseDatasetError(f"the base manifest has no {split!r} study")
+    return [
+        {"image": image, "label": int(label), "weight": 1.0, "study_id": str(study_id)}
+        for image, label, study_id in zip(part["image"], part["label"], part["study_id"], strict=True)
+    ]
+
+
+def write_base_dataset(splits: dict[str, list[dict]], storage_root: Path) -> tuple[pd.DataFrame, Path]:
+    """Write the manifest of the base dataset's splits (image paths relative to it); return it and its path."""
+    path = base_manifest(storage_root)
+    rows = [{**item, "split": split} for split, items in splits.items() for item in items]
+    manifest = pd.DataFrame(rows, columns=list(_MANIFEST_COLUMNS))
+    manifest["image"] = [str(Path(image).relative_to(path.parent)) for image in manifest["image"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(path, index=False)
+    return manifest, path
 
 
 @dataclass(frozen=True)
@@ -43,7 +104,10 @@ class BootstrapConfig:
     test_days: int = 1
     seed_offset: int = 1000  # the base dataset is not the production stream: another seed
     render_size: int = 128
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(image_size=64, epochs=10, net=NetConfig()))
+    # The normal filter's operating point: sensitivity 0.995 on validation keeps the stable sites >= 0.99 week by week.
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(image_size=64, epochs=10, net=NetConfig(), target_sensitivity=0.995)
+    )
 
 
 @dataclass(frozen=True)
@@ -117,7 +181,7 @@ def bootstrap(
         return BootstrapResult(model_name, existing, created=False)
 
     base = stable.model_copy(update={"seed": stable.seed + config.seed_offset})
-    root = storage_root / "base"
+    root = base_manifest(storage_root).parent
     t, v, s = config.train_days, config.val_days, config.test_days
     size = config.render_size
     log.info("rendering the base dataset (%d days of %d sites) ...", t + v + s, len(base.sites))
@@ -132,18 +196,10 @@ def bootstrap(
             first = joins[0].day
             new_items = _items(shifted, range(first, first + s), root, key, size, sites={joins[0].site.id})
 
-    manifest = pd.DataFrame(
-        [
-            {**i, "split": split}
-            for split, items in (("train", train_items), ("val", val_items), ("test", test_items))
-            for i in items
-        ]
+    manifest, manifest_path = write_base_dataset(
+        {"train": train_items, "val": val_items, "test": test_items}, storage_root
     )
-    manifest_path = root / "manifest.csv"
-    manifest.to_csv(manifest_path, index=False)
-    dataset_hash = hashlib.sha256(manifest[["study_id", "label", "split"]].to_csv(index=False).encode()).hexdigest()[
-        :16
-    ]
+    dataset_hash = base_dataset_hash(manifest)
 
     params = {
         "train_studies": len(train_items),

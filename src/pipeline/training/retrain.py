@@ -3,7 +3,13 @@
 One function, :func:`retrain`, is what the ``retrain_model`` DAG's training task and ``pipeline train``
 call: build (or find) the snapshot, warm-start from the base version, train with a checkpoint every
 epoch (a retried task resumes), log the run to MLflow with its evaluation plots, register the version
-as a candidate with its lineage. The parameters are one pydantic model, :class:`RetrainParams`: the
+as a candidate with its lineage.
+
+Production labels come mostly from where the model struggles (a new site, uncertain studies), so a
+fine-tune on them alone forgets the sites it was good at. Each retraining therefore replays the base
+dataset beside the snapshot (rehearsal): a label-stratified sample of ``replay_base`` studies of its
+training split, drawn with the run's seed, and all of its validation split, so early stopping and the
+threshold also look at the old sites. The sample, its size and the base dataset's hash are logged. The parameters are one pydantic model, :class:`RetrainParams`: the
 Airflow trigger form, the CLI's YAML file and the DAG all go through it.
 """
 
@@ -15,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
@@ -51,8 +58,61 @@ class RetrainParams(BaseModel):
     sites: list[str] | None = Field(None, description="Only these sites (empty: all).")
     single_labels: Literal["keep", "drop"] = "keep"
     min_new_labels: int = Field(0, ge=0, description="Skip (cleanly) with fewer labels not yet in any snapshot.")
+    replay_base: int = Field(
+        1000, ge=0, description="Base-dataset training studies replayed beside the snapshot (0: none)."
+    )
     net: NetParams = Field(default_factory=NetParams)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The base-dataset studies a retraining replays, and in words what they are (or why there are none)."""
+
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    dataset_hash: str | None = None
+    why: str = ""
+
+    def params(self) -> dict[str, Any]:
+        """Return what MLflow records of it."""
+        return {
+            "used": bool(self.train),
+            "why": self.why,
+            "dataset_hash": self.dataset_hash or "",
+            "train": len(self.train),
+            "val": len(self.val),
+        }
+
+
+def base_replay(base_dataset: Path | None, size: int, seed: int) -> Replay:
+    """Return a label-stratified sample of ``size`` base training studies (seeded) and the base validation split.
+
+    Raises:
+        pipeline.training.bootstrap.BaseDatasetError: the manifest lacks a column or a split.
+    """
+    from pipeline.training.bootstrap import base_dataset_hash, base_items, read_base_manifest
+
+    if size == 0:
+        return Replay([], [], why="replay_base is 0")
+    if base_dataset is None:
+        return Replay([], [], why="no base dataset given")
+    if not base_dataset.exists():
+        log.warning("no base dataset at %s: the retraining replays nothing", base_dataset)
+        return Replay([], [], why=f"no base dataset at {base_dataset}")
+    manifest = read_base_manifest(base_dataset)
+    train_split = manifest[manifest["split"] == "train"]
+    available = len(train_split)
+    if available > size:
+        from sklearn.model_selection import train_test_split
+
+        # stratified by label, so the sample keeps the base prevalence
+        stratify = train_split["label"] if train_split["label"].value_counts().min() >= 2 else None
+        train_split = train_test_split(train_split, train_size=size, stratify=stratify, random_state=seed)[0]
+    chosen = pd.concat([train_split, manifest[manifest["split"] == "val"]])
+    train, val = base_items(chosen, "train"), base_items(chosen, "val")
+    why = f"{len(train)} of {available} base training studies, all {len(val)} validation studies"
+    return Replay(train, val, dataset_hash=base_dataset_hash(manifest), why=why)
 
 
 @dataclass(frozen=True)
@@ -92,6 +152,7 @@ def retrain(
     run_key: str | None = None,
     now: datetime | None = None,
     progress: bool = True,
+    base_dataset: Path | None = None,
 ) -> RetrainResult:
     """Train a candidate on a snapshot of the store and register it in MLflow (the tracking URI set by the caller).
 
@@ -104,11 +165,14 @@ def retrain(
         run_key: the same key resumes the same run and checkpoints (an Airflow retry).
         now: the snapshot's cutoff (default: the current time).
         progress: a bar per epoch.
+        base_dataset: the base dataset's manifest (``bootstrap.base_manifest``): ``params.replay_base`` of its
+            training studies and its validation split train beside the snapshot. None or a missing file: none.
 
     Raises:
         pipeline.training.TrainingDataError: the snapshot is empty or has one class in a split, before
             any training starts.
         pipeline.registry.ModelNotFound: the base version does not exist.
+        pipeline.training.bootstrap.BaseDatasetError: the base manifest lacks a column or a split.
     """
     from pipeline.registry import load_model, log_evaluation, register_candidate, training_run
     from pipeline.training.bootstrap import EXPERIMENT
@@ -128,10 +192,11 @@ def retrain(
             single_labels=params.single_labels,
         ),
     )
+    replay = base_replay(base_dataset, params.replay_base, params.seed)
     parent = None if params.base_version == "scratch" else load_model(model_name, params.base_version)
     net = parent.model.config if parent is not None else NetConfig(**params.net.model_dump())
     image_size = parent.image_size if parent is not None else params.image_size
-    key = run_key or f"{snapshot.hash}-{params.base_version}-{params.seed}"
+    key = run_key or f"{snapshot.hash}-{params.base_version}-{params.seed}-replay{len(replay.train)}"
     config = TrainConfig(
         epochs=params.epochs,
         batch_size=params.batch_size,
@@ -150,6 +215,7 @@ def retrain(
         "net": net.__dict__,
         "snapshot": snapshot.counts(),
         "train_processes": process_plan().nproc,
+        "base_replay": replay.params(),
     }
     with training_run(
         EXPERIMENT,
@@ -160,8 +226,8 @@ def retrain(
         run_key=key,
     ) as run:
         result = train(
-            snapshot.train_items(),
-            snapshot.val_items(),
+            snapshot.train_items() + replay.train,
+            snapshot.val_items() + replay.val,
             config,
             init_model=parent.model if parent is not None else None,
             progress=progress,
