@@ -20,13 +20,13 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/uv pip install -q --python $(BIN)/python -c requirements/constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c requirements/constraints.txt -e '.[dev]'
 	touch $@
 
 $(LS_VENV)/.installed: requirements/labelstudio.txt
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip uv
-	$(LS_VENV)/bin/uv pip install -q --python $(LS_VENV)/bin/python -r requirements/labelstudio.txt
+	$(LS_VENV)/bin/uv pip install -q --compile-bytecode --python $(LS_VENV)/bin/python -r requirements/labelstudio.txt
 	touch $@
 
 $(EV_VENV)/.installed: requirements/evidently.txt

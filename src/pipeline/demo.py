@@ -91,7 +91,7 @@ class DemoConfig:
     volume_scale: float = 0.5
     workdir: Path = REPO_ROOT / ".demo"
     relabel_budget: int = 50
-    new_labels_threshold: int = 300
+    new_labels_threshold: int = 350
     testsets_day: int = 8
     annotator_error_rate: float = 0.02
     gate: dict[str, Any] = field(default_factory=dict)
