@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 # project's range (which admits it) pulls no multi-GB CUDA build. The GPU image installs CUDA torch.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help venv venv-labelstudio venv-evidently install browser test test-fast lint format typecheck demo \
 	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train bench-validate clean
@@ -65,8 +66,10 @@ typecheck: venv  ## mypy on src/
 test-fast: venv  ## Unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
+# Two processes, each given whole test files (module-scoped worlds and servers stay in one process); each
+# starts the session's services it needs. TEST_WORKERS=0 runs in this process alone.
 test: install browser lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 demo: install  ## The closed loop: 30 days of a new hospital through the Airflow scheduler, MLflow and Label Studio (~20 min)
 	$(BIN)/pipeline demo
