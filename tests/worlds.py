@@ -100,14 +100,16 @@ def build_world(
     *,
     base: Scenario | None = None,
     on_day: Callable[[int], None] | None = None,
+    until: int | None = None,
 ) -> int:
-    """Simulate ``world`` into the (migrated) store at ``url``; with ``base``, the store already holds
-    ``base``'s world and only the site-days where ``world`` differs are replaced. Return the studies simulated."""
+    """Simulate ``world`` into the (migrated) store at ``url``, its days before ``until`` (default: all); with
+    ``base``, the store already holds ``base``'s world and only the site-days where ``world`` differs are
+    replaced. Return the studies simulated."""
     engine = make_engine(url)
     upgrade(engine)
     started, simulated = time.monotonic(), 0
     try:
-        for day in range(world.days):
+        for day in range(world.days if until is None else min(until, world.days)):
             sites = None
             if base is not None:
                 sites = changed_sites(world, base, day)
@@ -195,6 +197,17 @@ INCIDENTS: dict[str, tuple[Incident, ...]] = {
     ),
     "tag_errors": (Incident("drift", "north-general", 18, 19, frozenset({"view_position", "body_part"})),),
 }
+
+
+def watched_days(name: str, first: int, margin: int = 2) -> range:
+    """The days a test watches ``name``: from ``margin`` days before its first incident's onset to ``margin`` days
+    after its last deadline (never before ``first``); for a scenario with no incident, every day from ``first`` to
+    the end of the others' windows. ``make bench-drift`` watches every day of every scenario."""
+    incidents = INCIDENTS[name]
+    if not incidents:
+        return range(first, max(watched_days(other, first, margin).stop for other in INCIDENTS if INCIDENTS[other]))
+    start = max(first, min(i.onset for i in incidents) - margin)
+    return range(start, max(i.deadline for i in incidents) + margin + 1)
 
 
 @dataclass(frozen=True)
