@@ -390,7 +390,8 @@ def _label_studio(call: Any) -> Any:
 @JSON_OPTION
 def train_command(config_path: Path | None, progress: bool, json_path: Path | None) -> None:
     """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot, with a sample of the base dataset
-    replayed beside it (replay_base), and register a candidate in MLflow with its lineage. A bar per epoch; an interrupted run resumes from its last checkpoint."""
+    replayed beside it (replay_base), and register a candidate in MLflow with its lineage. A bar per epoch; an
+    interrupted run resumes from its last checkpoint."""
     import mlflow
     import yaml
     from pydantic import ValidationError

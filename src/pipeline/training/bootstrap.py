@@ -3,10 +3,11 @@
 The base dataset is what a vendor trained on before going live: studies of the stable sites,
 split by day (train, validation, test), written as DICOM under ``<storage>/base/`` with a
 manifest (``manifest.csv``: image path relative to it, label, study, site, day, split). Every
-retraining replays a sample of it beside the production labels (see
-:mod:`pipeline.training.retrain`), so fine-tuning on a new site does not forget the old ones. The model is trained with the same loop as every retraining, registered in MLflow and
-given the ``champion`` alias. Its AUROC on held-out stable-site studies and on a scanner it has
-never seen (the new-hospital scenario's site) are logged: the gap is the problem the loop solves.
+retraining replays a sample of it beside the production labels (see :mod:`pipeline.training.retrain`),
+so fine-tuning on a new site does not forget the old ones. The model is trained with the same loop as
+every retraining, registered in MLflow and given the ``champion`` alias. Its AUROC on held-out
+stable-site studies and on a scanner it has never seen (the new-hospital scenario's site) are logged:
+the gap is the problem the loop solves.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ Production labels come mostly from where the model struggles (a new site, uncert
 fine-tune on them alone forgets the sites it was good at. Each retraining therefore replays the base
 dataset beside the snapshot (rehearsal): a label-stratified sample of ``replay_base`` studies of its
 training split, drawn with the run's seed, and all of its validation split, so early stopping and the
-threshold also look at the old sites. The sample, its size and the base dataset's hash are logged. The parameters are one pydantic model, :class:`RetrainParams`: the
-Airflow trigger form, the CLI's YAML file and the DAG all go through it.
+threshold also look at the old sites. The sample, its size and the base dataset's hash are logged.
+
+The parameters are one pydantic model, :class:`RetrainParams`: the Airflow trigger form, the CLI's
+YAML file and the DAG all go through it.
 """
 
 from __future__ import annotations
