@@ -393,15 +393,19 @@ def _bootstrap(config: DemoConfig, say: Callable[[str], None]) -> str:
 
     settings = get_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    started = time.monotonic()
+    started, boot = time.monotonic(), BootstrapConfig()
     result = bootstrap(
         load_scenario(REPO_ROOT / "scenarios" / "stable.yaml"),
         model_name=settings.model_name,
         storage_root=Path(settings.storage_root),
         key=settings.pseudonym_key.get_secret_value(),
-        config=BootstrapConfig(),
+        config=boot,
         new_site=load_scenario(config.scenario),
         progress=False,
+        on_epoch=lambda epoch, metrics: say(
+            f"  epoch {epoch + 1}/{boot.train.epochs}: validation AUROC {metrics['val_auroc']:.3f} "
+            f"({metrics['epoch_s']:.0f}s)"
+        ),
     )
     say(
         f"champion: version {result.version}, AUROC {result.test_auroc_stable:.3f} on the stable sites' test days, "

@@ -44,10 +44,18 @@ def small(name: str, volume: int):
 def test_bootstrap_registers_a_champion_once_and_the_service_logs_with_it(mlflow_server, pg_url, tmp_path):
     mlflow.set_tracking_uri(mlflow_server)
     name = "cxr-bootstrap-test"
+    epochs: list[tuple[int, float]] = []
     result = bootstrap(
-        small("stable", 40), model_name=name, storage_root=tmp_path, key="k", config=TINY, progress=False
+        small("stable", 40),
+        model_name=name,
+        storage_root=tmp_path,
+        key="k",
+        config=TINY,
+        progress=False,
+        on_epoch=lambda epoch, metrics: epochs.append((epoch, metrics["val_auroc"])),
     )
     assert result.created and result.version == "1"
+    assert [epoch for epoch, _ in epochs] == [0, 1] and max(auroc for _, auroc in epochs) == result.val_auroc
     assert 0.0 <= result.test_auroc_stable <= 1.0
 
     client = MlflowClient(mlflow_server)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,7 @@ def bootstrap(
     new_site: Scenario | None = None,
     force: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> BootstrapResult:
     """Train, register and crown the first champion unless one exists (or ``force``).
 
@@ -174,6 +176,7 @@ def bootstrap(
         new_site: a scenario with a ``site_joins`` event: its new site is the unseen-scanner test.
         force: train a new champion even if one exists.
         progress: show progress bars.
+        on_epoch: called with (epoch, metrics) after each epoch (``train``'s callback), e.g. to print progress.
     """
     config = config or BootstrapConfig()
     existing = version_for(model_name, CHAMPION)
@@ -220,6 +223,8 @@ def bootstrap(
 
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
 
         result = train(train_items, val_items, config.train, progress=progress, on_epoch=log_epoch)
         test_auroc = _auroc(result.model, test_items, config.train.image_size)
