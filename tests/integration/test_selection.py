@@ -16,7 +16,7 @@ from pipeline.cli import main
 from pipeline.config import get_settings
 from pipeline.selection import SelectionConfig, select_for_relabeling
 from pipeline.store import ingest, make_engine, upgrade
-from pipeline.store.schema import labels, relabel_queue
+from pipeline.store.schema import labels, relabel_queue, test_set_items, test_sets
 from tests.factories import inference_log_rows
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_a_day_is_picked_once_within_budget_and_caps_with_its_reasons(store):
     assert set(nxt.picks["study_id"]).isdisjoint(rows["study_id"])
 
 
-def test_a_drifting_site_and_labeled_studies(store):
+def test_a_drifting_site_and_labeled_or_held_out_studies(store):
     sync_alerts(
         store,
         [Finding(Kind.DRIFT, "riverside", "distribution", "covariate_shift", 3.0, 1.0, Severity.WARNING, "moved")],
@@ -89,7 +89,8 @@ def test_a_drifting_site_and_labeled_studies(store):
         checked=[(str(Kind.DRIFT), "riverside")],
     )
     with store.connect() as conn:
-        some = [r[0] for r in conn.execute(sa.text("SELECT study_id FROM inference_logs LIMIT 40")).all()]
+        ids = [r[0] for r in conn.execute(sa.text("SELECT study_id FROM inference_logs ORDER BY study_id")).all()]
+    some, held = ids[:40], ids[40::3]  # labeled already; held out of training by a frozen test set
     with store.begin() as conn:
         conn.execute(
             labels.insert(),
@@ -111,8 +112,35 @@ def test_a_drifting_site_and_labeled_studies(store):
                 for i, s in enumerate(some)
             ],
         )
+        conn.execute(
+            test_sets.insert(),
+            {
+                "test_set_hash": "a" * 32,
+                "name": "regression",
+                "created_at": datetime(2026, 3, 9, tzinfo=UTC),
+                "params": "{}",
+                "n_items": len(held),
+                "n_abnormal": 0,
+            },
+        )
+        conn.execute(
+            test_set_items.insert(),
+            [
+                {
+                    "test_set_hash": "a" * 32,
+                    "study_id": s,
+                    "dicom_uri": f"file:///{s}.dcm",
+                    "label": 0,
+                    "site": "st-anna",
+                    "patient_key": s,
+                    "reason": "sample",
+                }
+                for s in held
+            ],
+        )
     picks = select_for_relabeling(store, DAY, SelectionConfig(budget=80, site_cap=0.5)).picks
-    assert set(picks["study_id"]).isdisjoint(some)
+    assert len(picks) == 80
+    assert set(picks["study_id"]).isdisjoint(some) and set(picks["study_id"]).isdisjoint(held)
     drift = picks[picks["strategy"] == "drift"]
     assert len(drift) > 0 and set(drift["site"]) == {"riverside"}
 

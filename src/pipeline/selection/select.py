@@ -3,9 +3,10 @@
 A day's selection reads the successful studies of the last ``lookback_days`` (and the radiologists'
 outcomes reported by the day's end), splits a budget between four strategies, caps every site's
 share, takes each strategy's candidates best first but skips near-duplicates of studies already
-picked (in embedding space) and writes the picks to ``relabel_queue`` with every reason each was picked for. A study is never
-picked twice; running the selection again for the same day tops the day up to its budget, so a
-second run with nothing new changes nothing.
+picked (in embedding space) and writes the picks to ``relabel_queue`` with every reason each was
+picked for. A study is never picked twice, nor one that a validation test set holds (its label could
+never train a model). Running the selection again for the same day tops the day up to its budget, so
+a second run with nothing new changes nothing.
 
 Strategies (``Pick``):
 
@@ -39,7 +40,16 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import Kind
 from pipeline.store import decode_embeddings
-from pipeline.store.schema import Pick, QueueStatus, alerts, feedback, inference_logs, labels, relabel_queue
+from pipeline.store.schema import (
+    Pick,
+    QueueStatus,
+    alerts,
+    feedback,
+    inference_logs,
+    labels,
+    relabel_queue,
+    test_set_items,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +154,8 @@ def _bounds(day: date, lookback_days: int) -> tuple[datetime, datetime]:
 
 def read_candidates(engine: Engine, day: date, config: SelectionConfig) -> pd.DataFrame:
     """Return the day's candidate studies: the newest successful log row of each, with its outcome if one came
-    back by the day's end; studies already picked or labeled are left out."""
+    back by the day's end; studies already picked or labeled, and those a validation test set holds out of
+    training, are left out."""
     start, end = _bounds(day, config.lookback_days)
     logs, fb = inference_logs.c, feedback.c
     query = (
@@ -167,6 +178,7 @@ def read_candidates(engine: Engine, day: date, config: SelectionConfig) -> pd.Da
         .where(logs.status == "ok", logs.received_at >= start, logs.received_at < end)
         .where(~logs.study_id.in_(sa.select(relabel_queue.c.study_id)))
         .where(~logs.study_id.in_(sa.select(labels.c.study_id)))
+        .where(~logs.study_id.in_(sa.select(test_set_items.c.study_id)))
     )
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).all(), columns=list(query.selected_columns.keys()))
