@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pydicom
@@ -221,6 +223,31 @@ def test_push_annotate_sync_round_trip(store: Engine, label_studio: LabelStudio,
 
 def _strings(value: object) -> str:
     return json.dumps(value, default=str)
+
+
+class _CreateAnsweredLate:
+    """The projects client of a server that made a project but answered with an error, so the client asked again
+    (Label Studio on SQLite under load: "database is locked"): each create makes two."""
+
+    def __init__(self, projects: Any) -> None:
+        self._projects = projects
+
+    def create(self, **kwargs: Any) -> Any:
+        self._projects.create(**kwargs)
+        return self._projects.create(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._projects, name)
+
+
+def test_a_project_made_twice_is_kept_once(label_studio: LabelStudio, prefix: str) -> None:
+    client = make_client(url=label_studio.url, token=label_studio.token, attempts=2, backoff_s=0.1)
+    retrying = SimpleNamespace(projects=_CreateAnsweredLate(client.projects))
+    project_id = ensure_project(retrying, ProjectKind.ADJUDICATION, prefix=prefix)  # type: ignore[arg-type]
+    title = f"{prefix}{ProjectKind.ADJUDICATION.value}"
+    kept = [p.id for p in client.projects.list(title=title, page_size=100) if p.title == title]
+    assert kept == [project_id]
+    assert ensure_project(client, ProjectKind.ADJUDICATION, prefix=prefix) == project_id
 
 
 def test_no_phi_reaches_label_studio(store: Engine, label_studio: LabelStudio, prefix: str) -> None:

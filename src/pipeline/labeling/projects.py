@@ -26,11 +26,16 @@ def find_project(client: LabelStudio, kind: ProjectKind | str, *, prefix: str | 
     Were there ever two (two runs racing to create it), the oldest wins and a warning names both.
     """
     title = project_title(kind, resolve_prefix(prefix))
-    projects: list[Any] = list(client.projects.list(title=title, page_size=100))
-    ids = sorted(p.id for p in projects if p.title == title and p.id is not None)
+    ids = _project_ids(client, title)
     if len(ids) > 1:
         log.warning("%d Label Studio projects titled %r (%s): using %d", len(ids), title, ids, ids[0])
     return ids[0] if ids else None
+
+
+def _project_ids(client: LabelStudio, title: str) -> list[int]:
+    """Ids of the projects titled exactly ``title``, oldest first."""
+    projects: list[Any] = list(client.projects.list(title=title, page_size=100))
+    return sorted(p.id for p in projects if p.title == title and p.id is not None)
 
 
 def project_folder(document_root: Path, kind: ProjectKind | str, *, prefix: str | None = None) -> Path:
@@ -72,8 +77,15 @@ def ensure_project(
         )
         if created.id is None:
             raise RuntimeError(f"Label Studio created project {title!r} without an id")
-        project_id = created.id
-        log.info("created Label Studio project %r (id %d)", title, project_id)
+        # Another run may have created it at the same time, or the client retried a create that the server had
+        # done but answered with an error (Label Studio on SQLite under load: "database is locked"). The oldest
+        # project wins; the one made here, still empty, goes.
+        project_id = min(_project_ids(client, title), default=created.id)
+        if project_id != created.id:
+            client.projects.delete(id=created.id)
+            log.info("Label Studio project %r already existed (id %d): dropped the copy made here", title, project_id)
+        else:
+            log.info("created Label Studio project %r (id %d)", title, project_id)
     else:
         current = client.projects.get(id=project_id)
         if current.label_config != LABEL_CONFIG or current.expert_instruction != spec.instruction:
