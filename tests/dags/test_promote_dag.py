@@ -88,18 +88,12 @@ def _answer(airflow: CeleryDeployment, version: str, option: str, reason: str, t
     """Wait for the approval request of ``version`` and answer it through the REST API; return its DAG run id."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        pending = airflow.api.request("GET", "/dags/promote_model/dagRuns/~/hitlDetails?response_received=false")
-        for detail in pending.get("hitl_details", []):
+        for detail in airflow.api.waiting_requests("promote_model"):
             if f"Promote {version} " in detail["subject"]:
-                ti = detail["task_instance"]
                 assert "passed validation" in detail["body"] and "- shadow:" in detail["body"]
-                answer = airflow.api.request(
-                    "PATCH",
-                    f"/dags/promote_model/dagRuns/{ti['dag_run_id']}/taskInstances/approve/-1/hitlDetails",
-                    {"chosen_options": [option], "params_input": {"reason": reason}},
-                )
+                answer = airflow.api.answer(detail, option, reason=reason)
                 assert answer["chosen_options"] == [option]
-                return str(ti["dag_run_id"])
+                return str(detail["task_instance"]["dag_run_id"])
         time.sleep(2.0)
     raise AssertionError(f"no approval request for version {version} within {timeout:.0f}s\n{airflow.diagnostics()}")
 

@@ -31,6 +31,8 @@ AIRFLOW_BIN_ENV = "AIRFLOW_BIN"
 CLI_TIMEOUT = 300.0
 #: ``airflow standalone`` migrates its database, then starts four services: minutes on a cold 2-core machine.
 STANDALONE_TIMEOUT = 420.0
+#: Seconds a human-in-the-loop request must have waited before a script answers it (see ``waiting_requests``).
+HITL_SETTLE_S = 10.0
 _SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 _PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -160,6 +162,34 @@ class AirflowApi:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """State of each task instance of a run by task id (None: not scheduled yet)."""
         return {task_id: ti["state"] for task_id, ti in self.task_instances(dag_id, run_id).items()}
+
+    def waiting_requests(self, dag_id: str = "~", *, waited: float = HITL_SETTLE_S) -> list[dict[str, Any]]:
+        """Human-in-the-loop requests (approvals) that nobody answered yet and that are safe to answer: their task
+        is parked (``awaiting_input``) and has been asking for ``waited`` seconds.
+
+        An answer that reaches Airflow while the task is still parking kills that try, and its retry asks again
+        (minutes later, after the retry delay): a person never answers that fast, a script must wait.
+        """
+        now = datetime.now(UTC)
+        details = self.request("GET", f"/dags/{dag_id}/dagRuns/~/hitlDetails?response_received=false")
+        return [
+            d
+            for d in details.get("hitl_details", [])
+            if d["task_instance"].get("state") == "awaiting_input"
+            and (now - datetime.fromisoformat(d["created_at"])).total_seconds() >= waited
+        ]
+
+    def answer(self, request: Mapping[str, Any], option: str, **params_input: Any) -> dict[str, Any]:
+        """Answer a human-in-the-loop request (one of :meth:`waiting_requests`) as this client's user."""
+        ti = request["task_instance"]
+        return dict(
+            self.request(
+                "PATCH",
+                f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}"
+                "/hitlDetails",
+                {"chosen_options": [option], "params_input": params_input},
+            )
+        )
 
 
 @dataclass
