@@ -131,7 +131,11 @@ class DemoResult:
             ("drift alert at the new site", _days(s["detection_delay_days"])),
             ("labels spent (studies / annotations)", f"{s['labels']['studies']} / {s['labels']['annotations']}"),
             ("candidates trained / validated / promoted", "{trained} / {validated} / {promoted}".format(**s["models"])),
-            ("champion at the end", f"version {s['models']['champion']} (started with {s['models']['first']})"),
+            (
+                "champion at the end (versions that served days)",
+                f"version {s['models']['champion']} ({', '.join(s['models']['served_by'])})",
+            ),
+            ("the new champion served from", _day(s["models"]["promoted_on_day"])),
             ("new-site AUROC before -> after", f"{_f(s['auroc']['new_before'])} -> {_f(s['auroc']['new_after'])}"),
             (
                 "stable sites' AUROC before -> after",
@@ -153,6 +157,10 @@ class DemoResult:
 
 def _f(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def _day(value: int | None) -> str:
+    return "never" if value is None else f"day {value} (AUROC 'after' is from that day on)"
 
 
 def _days(value: float | None) -> str:
@@ -224,6 +232,9 @@ def running_stack(config: DemoConfig, db_url: str, say: Callable[[str], None]) -
                 # Several tasks at once: most of a task is starting a process and waiting on a server.
                 "AIRFLOW__CORE__PARALLELISM": "3",
                 "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "16",
+                # One torch thread per task: the two cores are shared with the hospitals' side (the driver, also
+                # one thread), and torch's OpenMP threads spinning against each other made a retraining 10x slower.
+                "OMP_NUM_THREADS": "1",
             },
         )
         stops.append(airflow.stop)
@@ -263,21 +274,15 @@ def _busy(api: Any) -> list[str]:
 
 def _answer_approvals(api: Any, say: Callable[[str], None], answered: list[dict[str, Any]]) -> None:
     """Approve every waiting promotion as the release manager, after reading the request (the verdict is in it)."""
-    pending = api.request("GET", "/dags/~/dagRuns/~/hitlDetails?response_received=false").get("hitl_details", [])
-    for detail in pending:
-        ti = detail["task_instance"]
-        subject = detail["subject"]
-        passed = "passed validation" in detail["body"]
+    for request in api.waiting_requests():
+        ti, subject = request["task_instance"], request["subject"]
+        passed = "passed validation" in request["body"]
         option = "Approve" if passed else "Reject"
-        reason = "validation passed; shadow report read" if passed else "the verdict is not a pass"
-        api.request(
-            "PATCH",
-            f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}"
-            "/hitlDetails",
-            {"chosen_options": [option], "params_input": {"reason": reason}},
+        api.answer(request, option, reason="validation passed; shadow report read" if passed else "not a pass")
+        answered.append(
+            {"subject": subject, "answer": option, "run": ti["dag_run_id"], "at": datetime.now(UTC).isoformat()}
         )
-        answered.append({"subject": subject, "answer": option, "at": datetime.now(UTC).isoformat()})
-        say(f"release manager: {option} -- {subject}")
+        say(f"release manager: {option} -- {subject} ({ti['dag_id']}/{ti['dag_run_id']}, try {ti['try_number']})")
 
 
 def settle(
@@ -334,7 +339,9 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     begun = time.monotonic()
     # The demo speaks in its own progress lines; the libraries' chatter goes to the services' logs.
     logging.getLogger("pipeline").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     warnings.filterwarnings("ignore")
     work = config.workdir
     if work.exists():
@@ -394,19 +401,21 @@ def _bootstrap(config: DemoConfig, say: Callable[[str], None]) -> str:
     settings = get_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     started, boot = time.monotonic(), BootstrapConfig()
-    result = bootstrap(
-        load_scenario(REPO_ROOT / "scenarios" / "stable.yaml"),
-        model_name=settings.model_name,
-        storage_root=Path(settings.storage_root),
-        key=settings.pseudonym_key.get_secret_value(),
-        config=boot,
-        new_site=load_scenario(config.scenario),
-        progress=False,
-        on_epoch=lambda epoch, metrics: say(
-            f"  epoch {epoch + 1}/{boot.train.epochs}: validation AUROC {metrics['val_auroc']:.3f} "
-            f"({metrics['epoch_s']:.0f}s)"
-        ),
-    )
+    # MLflow prints the registration to stderr: it goes to the workdir's bootstrap.log, beside the services' logs.
+    with (config.workdir / "bootstrap.log").open("w") as chatter, contextlib.redirect_stderr(chatter):
+        result = bootstrap(
+            load_scenario(REPO_ROOT / "scenarios" / "stable.yaml"),
+            model_name=settings.model_name,
+            storage_root=Path(settings.storage_root),
+            key=settings.pseudonym_key.get_secret_value(),
+            config=boot,
+            new_site=load_scenario(config.scenario),
+            progress=False,
+            on_epoch=lambda epoch, metrics: say(
+                f"  epoch {epoch + 1}/{boot.train.epochs}: validation AUROC {metrics['val_auroc']:.3f} "
+                f"({metrics['epoch_s']:.0f}s)"
+            ),
+        )
     say(
         f"champion: version {result.version}, AUROC {result.test_auroc_stable:.3f} on the stable sites' test days, "
         f"{result.test_auroc_new_site:.3f} on the new site's scanner ({time.monotonic() - started:.0f}s)"
@@ -424,11 +433,14 @@ def _play(
     """Play the days. A day's own runs (monitoring, selection) are waited for before the next day's; the rest (the
     syncs, and a retraining, validation and promotion that new labels start) go on while the next days arrive, as
     they would in production. The days after a promotion are served by the new champion."""
+    import torch
+
     from pipeline.config import get_settings
     from pipeline.inference import registry_services
     from pipeline.registry import CHAMPION, version_for
     from pipeline.simulate.run import simulate
 
+    torch.set_num_threads(1)  # the other core is Airflow's (see running_stack)
     settings = get_settings()
     services = registry_services(settings.model_name, key=settings.pseudonym_key.get_secret_value())
     api, rm_api = stack.airflow_api, stack.release_manager_api
@@ -649,6 +661,7 @@ def summarise(
     from mlflow import MlflowClient
 
     from pipeline.config import get_settings
+    from pipeline.registry import CHAMPION, version_for
 
     frame = served(engine)
     frame["group"] = np.where(frame["site"] == new_site, "new", "stable")
@@ -696,10 +709,12 @@ def summarise(
         "labels": {"studies": int(labels[0]), "annotations": int(labels[1])},
         "models": {
             "first": first,
-            "champion": days[-1].champion if days else first,
+            # the champion now: a promotion the last day's labels set off may end after the last day
+            "champion": version_for(settings.model_name, CHAMPION) or (days[-1].champion if days else first),
             "trained": max(len(versions) - 1, 0),
             "validated": len(validated),
-            "promoted": len({d.champion for d in days} - {first}),
+            "promoted": sum(1 for v in versions if v.tags.get("promoted_at")),
+            "served_by": sorted({d.champion for d in days}, key=lambda v: v.zfill(9)),
             "promoted_on_day": promoted_on,
             "approvals": answered,
         },

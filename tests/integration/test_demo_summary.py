@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
 from pipeline.config import get_settings
-from pipeline.demo import DayRecord, done_when, served, summarise, write_report
+from pipeline.demo import DayRecord, DemoResult, done_when, served, summarise, write_report
 from pipeline.simulate.scenario import load_scenario
 from pipeline.store import make_engine
 from tests.harness import REPO_ROOT
@@ -62,7 +63,13 @@ def test_the_summary_and_report_match_the_store(pg_url: str, mlflow_server: str,
     positives = stable[stable["abnormal"]]
     assert summary["sensitivity"]["stable_by_week"][0] == pytest.approx(positives["referred"].mean())
     assert summary["detection_delay_days"] == 0
-    assert summary["models"] == summary["models"] | {"promoted": 0, "trained": 0, "promoted_on_day": None}
+    assert summary["models"] == summary["models"] | {
+        "promoted": 0,
+        "trained": 0,
+        "promoted_on_day": None,
+        "champion": "1",
+        "served_by": ["1"],
+    }
     assert set(per_day["group"]) == {"stable", "new"} and len(per_day) == 6
 
     summary["seconds"] = 600.0
@@ -72,3 +79,7 @@ def test_the_summary_and_report_match_the_store(pg_url: str, mlflow_server: str,
     report = write_report(tmp_path / "report.html", summary, per_day, days, {"Airflow": "http://127.0.0.1:1"})
     html = report.read_text()
     assert html.count("data:image/png;base64,") == 3 and "&#9744; a promoted new champion" in html
+    table = DemoResult(summary, days, per_day, report, {}).table()
+    assert (
+        "version 1 (1)" in table and re.search(r"served from\s+never", table) and "[ ] a promoted new champion" in table
+    )
