@@ -24,11 +24,6 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="pipeline-airflow-home-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 configure_airflow_env(_AIRFLOW_HOME, REPO_ROOT / "dags")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Each xdist worker (and every process it starts: Airflow's tasks, torchrun) gets its share of the cores. With
-# torch's default of one OpenMP thread per core, two workers' threads spin against each other: the same training
-# steps took 5.3 s in each of two processes at two threads, 2.6 s at one.
-if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 from pipeline.stack.label_studio import LabelStudio, start_label_studio  # noqa: E402
 from pipeline.stack.mlflow_server import start_mlflow_server  # noqa: E402
