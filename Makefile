@@ -66,10 +66,11 @@ typecheck: venv  ## mypy on src/
 test-fast: venv  ## Unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
-# Two processes, each given whole test files (module-scoped worlds and servers stay in one process); each
-# starts the session's services it needs. TEST_WORKERS=0 runs in this process alone.
+# Two processes, each given whole test files (module-scoped worlds and servers stay in one process) but for the
+# files tests/conftest.py spreads, in the order it sets; each starts the session's services it needs and runs torch
+# at its share of the cores. TEST_WORKERS=0 runs in this process alone.
 test: install browser lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 demo: install  ## The closed loop: 30 days of a new hospital through the Airflow scheduler, MLflow and Label Studio (~20 min)
 	$(BIN)/pipeline demo

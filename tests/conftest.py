@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN
-from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db
+# One torch (OpenMP) thread per test process, the share of the cores each of ``make test``'s workers has: with
+# torch's default of a thread per core, two workers' threads spin against each other on two cores and the same
+# training steps take twice as long (5.3 s against 2.6 s). Set before anything imports torch, and inherited by
+# every process the tests start (Airflow's task processes, torchrun's ranks, the services).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN  # noqa: E402
+from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db  # noqa: E402
+from tests.harness.shared import drop_shared_databases, shared_dir  # noqa: E402
 
 # --- Environment that must exist before anything imports airflow or mlflow --------------------------------------
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="pipeline-airflow-home-"))
@@ -30,6 +39,40 @@ from pipeline.stack.mlflow_server import start_mlflow_server  # noqa: E402
 from tests.harness.postgres import create_database, drop_database, resolve_server  # noqa: E402
 
 _STARTUP_NOTES: list[str] = []
+
+
+# --- How `make test`'s workers share the suite ---------------------------------------------------------------------
+# Whole files go to one worker (pytest-xdist's loadfile), so a module's world or server is built once; but the tests
+# of the files named here share only what tests.harness.shared builds once per run, so each is a unit of its own.
+# Their first test runs first (it builds the shared world while the other worker takes whole files) and the rest
+# last, where short units even out the two workers' ends (`--no-loadscope-reorder` keeps this order).
+SPREAD = frozenset({"tests/integration/test_drift_scenarios.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the first test of each spread file first and the rest of them last."""
+    spread = [item for item in items if item.nodeid.split("::", 1)[0] in SPREAD]
+    if spread:
+        ids = {item.nodeid for item in spread}
+        items[:] = spread[:1] + [item for item in items if item.nodeid not in ids] + spread[1:]
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole files to each worker, but a test of a spread file alone."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SpreadScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.split("::", 1)[0] in SPREAD else super()._split_scope(nodeid)
+
+    return SpreadScheduling(config, log)  # type: ignore[arg-type]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The process that ran the tests, or led the workers that did, drops the databases they shared."""
+    if not hasattr(session.config, "workerinput"):
+        drop_shared_databases(shared_dir(session.config._tmp_path_factory))  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -92,11 +135,17 @@ def mlflow_server(pg_database_factory: Callable[[], str], tmp_path_factory: pyte
         server.process.stop()
 
 
-# --- A trained normal filter ---------------------------------------------------------------------------------------
+# --- What the workers of a run share -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def normal_filter_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where ``tests.worlds.trained_model`` keeps the tests' trained normal filter: trained once per session."""
-    return tmp_path_factory.mktemp("normal-filter")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every worker of this run sees (``tests.harness.shared``): trained models, worlds' DICOM files."""
+    return shared_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def normal_filter_cache(shared: Path) -> Path:
+    """Where ``tests.worlds.trained_model`` keeps the tests' trained normal filter: trained once per run."""
+    return shared / "normal-filter"
 
 
 # --- Label Studio -------------------------------------------------------------------------------------------------

@@ -1,19 +1,30 @@
 """Every shipped scenario at 200 studies per site per day, monitored day by day on PostgreSQL.
 
-The model is a small normal filter trained for the test (about a minute); the worlds are the stable
-world simulated once, and each scenario as a copy of it with its changed site-days replaced
-(``tests/worlds.py``). Each injected event must raise an alert of the right kind at the right site,
-naming a feature that explains it, within a day of its onset (a gradual drift: before it reaches
-its full size), and nothing else may alarm meanwhile; the stable world must raise no alert on any
-day up to the last incident's. The test watches each scenario's days around its incidents
-(``watched_days``: the days before them are simulated, as the monitor's reference needs them);
-``make bench-drift`` plays every scenario's 60 days and counts false alarms over all of them.
+The model is the tests' small normal filter (``tests.worlds.trained_model``, trained once per run); the stable
+world is simulated once per run, by the first worker to ask, into a template database that every test copies
+(``tests.harness.shared``), and each scenario is a copy of it with its changed site-days replaced
+(``tests/worlds.py``). Each test of this file is a unit of its own for ``make test``'s workers
+(``SPREAD`` in ``tests/conftest.py``). Each injected event must raise an alert of the right kind at the right
+site, naming a feature that explains it, within a day of its onset (a gradual drift: before it reaches its full
+size), and nothing else may alarm meanwhile; the stable world must raise no alert on any day up to the last
+incident's. The test watches each scenario's days around its incidents (``watched_days``: the days before them
+are simulated, as the monitor's reference needs them); ``make bench-drift`` plays every scenario's 60 days and
+counts false alarms over all of them.
+
+Why 200 studies per site per day, and not fewer: the weakest things asked for are counts that halving would put
+within reach of noise. Riverside's label-free AUROC estimate must come within 0.05 of the truth over its first
+three weeks: at 5% prevalence that is about 200 abnormal studies among 4,000, a standard error of about 0.02 at
+its AUROC near 0.5, so 0.05 is 2.4 standard errors; at 100 a day it would be 1.7 (a failure in about one run in
+eleven from chance alone). A gradual drift must be caught on its first days, at 1/14 of its full size, and the
+tag errors that mark North General's drift include a wrong body part in 5% of studies: 10 studies a day at 200,
+5 at 100, against reference windows that hold none. Fewer studies would also widen the thresholds the monitor
+calibrates on the stable days, so the stable world's silence would then prove less.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +32,10 @@ import sqlalchemy as sa
 
 from pipeline.store import make_engine
 from tests.harness.postgres import drop_database
+from tests.harness.shared import copy_database, shared_database
 from tests.worlds import (
     INCIDENTS,
     build_world,
-    copy_database,
     judge,
     monitor_days,
     scenario,
@@ -41,19 +52,20 @@ WATCHED["new_hospital"] = range(WATCHED["new_hospital"].start, 31)
 
 
 @pytest.fixture(scope="module")
-def stable_world(
-    pg_database_factory: Callable[[], str], tmp_path_factory: pytest.TempPathFactory, normal_filter_cache: Path
-) -> tuple[str, object]:
+def stable_world(pg_admin_url: str, shared: Path, normal_filter_cache: Path) -> tuple[str, object]:
+    """The stable world's template database, simulated once per run by the first worker to ask; the service."""
     service = trained_service(normal_filter_cache)
-    url = pg_database_factory()
-    build_world(scenario("stable"), url, tmp_path_factory.mktemp("stable"), service, until=WATCHED["stable"].stop)
-    return url, service
+
+    def build(url: str) -> None:
+        build_world(scenario("stable"), url, shared / "stable-world", service, until=WATCHED["stable"].stop)
+
+    return shared_database(pg_admin_url, "stable_world", build, shared), service
 
 
 @pytest.fixture
 def world_url(stable_world, pg_admin_url: str) -> Iterator[str]:
     url, _ = stable_world
-    copy = copy_database(url, f"pipeline_test_world_{uuid.uuid4().hex[:10]}")
+    copy = copy_database(pg_admin_url, url, f"pipeline_test_world_{uuid.uuid4().hex[:10]}")
     try:
         yield copy
     finally:

@@ -42,7 +42,9 @@ from pipeline.stack.process import ManagedProcess, start_process
 from pipeline.store import make_engine
 from pipeline.store.schema import QueueStatus, inference_logs, labels, relabel_queue
 from tests.harness import TEST_LABEL_STUDIO_ADMIN
-from tests.worlds import copy_database, small_world
+from tests.harness.postgres import drop_database
+from tests.harness.shared import copy_database
+from tests.worlds import small_world
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +70,13 @@ def world(pg_database_factory: Callable[[], str], tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture
-def store(world: World) -> Iterator[Engine]:
-    """A fresh copy of the world's database."""
-    engine = make_engine(copy_database(world.template_url, f"labeling_{uuid.uuid4().hex[:12]}"))
+def store(world: World, pg_admin_url: str) -> Iterator[Engine]:
+    """A fresh copy of the world's database (dropped after the test)."""
+    url = copy_database(pg_admin_url, world.template_url, f"pipeline_test_labeling_{uuid.uuid4().hex[:12]}")
+    engine = make_engine(url)
     yield engine
     engine.dispose()
+    drop_database(pg_admin_url, url)
 
 
 @pytest.fixture
