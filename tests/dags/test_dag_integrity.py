@@ -47,11 +47,39 @@ def test_every_dag_sets_the_basics(dagbag):
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id}: no tags"
         assert dag.doc_md and len(dag.doc_md.strip()) > 40, f"{dag_id}: no Markdown doc"
-        assert dag.schedule is not None or dag.timetable is not None, f"{dag_id}: no explicit schedule"
         assert dag.start_date is not None and dag.start_date.tzinfo is not None, f"{dag_id}: start_date without tz"
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id}: no owner"
             assert task.retries >= 2, f"{dag_id}.{task.task_id}: retries {task.retries} < 2"
+
+
+# What starts each DAG: the timetable's kind, its cron expression (UTC) where it runs on a clock, and the assets it
+# waits for. A DAG added without a row here fails, so every schedule is a decision someone wrote down.
+SCHEDULES: dict[str, tuple[str, str | None, frozenset[str]]] = {
+    "ingest_inference_logs": ("CronTriggerTimetable", "0 * * * *", frozenset()),
+    "monitor_inference": ("CronDataIntervalTimetable", "0 * * * *", frozenset()),
+    "select_for_relabeling": ("AssetOrTimeSchedule", "30 1 * * *", frozenset({"pipeline://monitoring/drift-alert"})),
+    "sync_annotations": ("CronTriggerTimetable", "*/30 * * * *", frozenset()),
+    "retrain_model": ("AssetTriggeredTimetable", None, frozenset({"pipeline://labels/new"})),
+    "validate_candidate": ("AssetTriggeredTimetable", None, frozenset({"pipeline://models/candidate"})),
+    "promote_model": ("AssetTriggeredTimetable", None, frozenset({"pipeline://models/validated"})),
+    "rollback_model": ("NullTimetable", None, frozenset()),  # only an engineer's trigger
+}
+
+
+def _schedule(dag) -> tuple[str, str | None, frozenset[str]]:  # type: ignore[no-untyped-def]
+    """(timetable kind, cron expression or None, asset URIs) of a parsed DAG; a cron must be in UTC."""
+    timetable = dag.timetable
+    clock = getattr(timetable, "timetable", timetable)  # an asset-or-time schedule wraps its clock
+    cron = getattr(clock, "expression", None) or getattr(clock, "_expression", None)
+    if cron is not None:
+        zone = getattr(clock, "timezone", None) or getattr(clock, "_timezone", None)
+        assert "UTC" in str(zone), f"{dag.dag_id}: cron {cron!r} in {zone}, not UTC"
+    return type(timetable).__name__, cron, frozenset(_consumed(dag))
+
+
+def test_every_dag_runs_on_the_schedule_it_should(dagbag):
+    assert {dag_id: _schedule(dag) for dag_id, dag in dagbag.dags.items()} == SCHEDULES
 
 
 def test_no_variable_or_connection_read_while_parsing(dagbag, monkeypatch):
