@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
-# One torch (OpenMP) thread per test process, the share of the cores each of ``make test``'s workers has: with
-# torch's default of a thread per core, two workers' threads spin against each other on two cores and the same
-# training steps take twice as long (5.3 s against 2.6 s). Set before anything imports torch, and inherited by
-# every process the tests start (Airflow's task processes, torchrun's ranks, the services).
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+# Each of ``make test``'s workers runs torch (OpenMP) at its share of the cores, one thread each on two cores: at
+# torch's default of a thread per core, two workers' threads spin against each other and the same training steps
+# take twice as long (5.3 s against 2.6 s). Set before anything imports torch, and inherited by every process the
+# tests start (Airflow's task processes, torchrun's ranks, the services). Only in a worker: the workers inherit the
+# environment of the process that leads them, so a value set there would win over theirs; a run in one process
+# keeps torch's default, a thread per core. A value the caller set wins everywhere.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, str(_share))
 
 from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN  # noqa: E402
 from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db  # noqa: E402
