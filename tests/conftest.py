@@ -27,9 +27,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_variable, str(_share))
 
-from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN  # noqa: E402
-from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db  # noqa: E402
-from tests.harness.shared import drop_shared_databases, shared_dir  # noqa: E402
+from tests.harness import REPO_ROOT, TEST_LABEL_STUDIO_ADMIN
+from tests.harness.airflow_env import configure_airflow_env, migrate_airflow_db
+from tests.harness.shared import drop_shared_databases, shared_dir
 
 # --- Environment that must exist before anything imports airflow or mlflow --------------------------------------
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="pipeline-airflow-home-"))
