@@ -38,6 +38,14 @@ KEY = "k"
 NET = NetConfig(init_features=16, growth_rate=8, block_config=(3, 3, 3))
 
 
+def training_items(root: Path) -> tuple[list[dict], list[dict]]:
+    """The tests' training data, rendered under ``root``: days 0-3 of the stable world on another seed (its
+    three hospitals, 200 studies each a day), and day 4 to validate on."""
+    base = load_scenario(SCENARIOS / "stable.yaml")
+    base = base.model_copy(update={"seed": base.seed + 1000})
+    return _items(base, range(0, 4), root, KEY, IMAGE_SIZE), _items(base, range(4, 5), root, KEY, IMAGE_SIZE)
+
+
 def trained_model(cache: Path) -> LoadedModel:
     """Return a small normal filter trained on 4 days of the stable sites (cached in ``cache``; the first of the
     run's workers to ask trains it while the others wait).
@@ -53,11 +61,7 @@ def trained_model(cache: Path) -> LoadedModel:
             threshold = float(state.pop("_threshold"))
             model.load_state_dict(state)
         else:
-            base = load_scenario(SCENARIOS / "stable.yaml")
-            base = base.model_copy(update={"seed": base.seed + 1000})
-            root = cache / "base"
-            train_items = _items(base, range(0, 4), root, KEY, IMAGE_SIZE)
-            val_items = _items(base, range(4, 5), root, KEY, IMAGE_SIZE)
+            train_items, val_items = training_items(cache / "base")
             config = TrainConfig(image_size=IMAGE_SIZE, epochs=12, net=NET)
             result = train(train_items, val_items, config, progress=False)
             model, threshold = result.model, result.threshold

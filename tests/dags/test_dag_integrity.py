@@ -71,6 +71,7 @@ def _schedule(dag) -> tuple[str, str | None, frozenset[str]]:  # type: ignore[no
     """(timetable kind, cron expression or None, asset URIs) of a parsed DAG; a cron must be in UTC."""
     timetable = dag.timetable
     clock = getattr(timetable, "timetable", timetable)  # an asset-or-time schedule wraps its clock
+    # the Task SDK's trigger timetables name it ``expression``, the core's interval timetable ``_expression``
     cron = getattr(clock, "expression", None) or getattr(clock, "_expression", None)
     if cron is not None:
         zone = getattr(clock, "timezone", None) or getattr(clock, "_timezone", None)

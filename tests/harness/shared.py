@@ -55,6 +55,7 @@ def shared_database(admin_url: str, key: str, build: Callable[[str], None], shar
     name = f"{DATABASE_PREFIX}shared_{RUN_ID[:8]}_{key}"
     if len(name) > 54:  # PostgreSQL cuts names at 63 bytes; "_partial" must still fit
         raise ValueError(f"shared database key {key!r} is too long")
+    # a lock per server: where no server answers, each worker runs a throwaway cluster of its own
     with FileLock(shared / f"{key}-{server}.lock"):
         if _exists(admin_url, name):
             return with_database(admin_url, name)
