@@ -103,10 +103,12 @@ def log_and_register(
 ) -> str:
     """Log ``model`` into the active MLflow run with signature and input example, register it, return the version.
 
-    The version gets tags ``threshold``, ``image_size`` and ``git_commit`` plus ``tags``. Used by the bootstrap;
-    a retraining registers through :func:`register_candidate`, which is idempotent per run.
+    The version gets tags ``threshold``, ``image_size`` and ``git_commit`` plus ``tags``, and, like every
+    candidate, the logits on its input example as metadata (``example_logits``), so the validation's
+    ``reproducible`` check can judge a loaded copy. Used by the bootstrap; a retraining registers through
+    :func:`register_candidate`, which is idempotent per run.
     """
-    example = np.zeros((1, 1, image_size, image_size), dtype=np.float32)
+    example = input_example(image_size)
     model.eval()
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
@@ -115,6 +117,7 @@ def log_and_register(
         name=MODEL_ARTIFACT,
         signature=infer_signature(example, output),
         input_example=example,
+        metadata={"example_logits": [float(v) for v in output], "image_size": image_size},
         registered_model_name=model_name,
         await_registration_for=60,
         serialization_format="pickle",  # the eager module: MC dropout needs train() on its dropout layers
