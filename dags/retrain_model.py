@@ -2,7 +2,8 @@
 ### Retrain the normal filter and register a candidate
 
 Runs when `sync_annotations` publishes `pipeline://labels/new` (and skips cleanly while fewer than
-`min_new_labels` labels are not yet in any snapshot), or when an ML engineer triggers it from the
+`min_new_labels` labels are not yet in any snapshot, or while a served site or scanner has too few labeled
+abnormal studies in the validation test sets for the gate to judge a candidate there), or when an ML engineer triggers it from the
 Airflow UI with the form below. It freezes a dataset snapshot of the store (radiologists' outcomes and
 the new labels, adjudicated labels first, split by patient; content-hashed), fine-tunes the champion
 (or trains from scratch) with MONAI, logs the run to MLflow (parameters, per-epoch and system metrics,
@@ -79,6 +80,12 @@ CANDIDATE = Asset("pipeline://models/candidate")
         ),
         "min_new_labels": Param(
             50, type="integer", minimum=0, description="Skip while fewer labels than this are in no snapshot yet."
+        ),
+        "wait_for_evidence": Param(
+            True,
+            type="boolean",
+            description="Skip while a served site or scanner lacks the test-set evidence the gate needs to judge a "
+            "candidate there; off trains anyway (the run records where evidence was short).",
         ),
     },
 )

@@ -402,6 +402,7 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     from pipeline.training.bootstrap import BaseDatasetError, base_manifest
     from pipeline.training.distributed import DistributedTrainingFailed, TooFewDevices
     from pipeline.training.retrain import RetrainParams, retrain
+    from pipeline.validation import ValidationConfig
 
     settings = get_settings()
     try:
@@ -418,6 +419,7 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
             work_dir=Path(settings.storage_root) / "training",
             progress=progress,
             base_dataset=base_manifest(settings.storage_root),
+            evidence_positives=ValidationConfig.model_validate(settings.validation_config).min_positives,
         )
     except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed, BaseDatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -442,21 +444,99 @@ def _registry() -> tuple[Any, Any]:
     return settings, make_engine(settings.db_url)
 
 
-@main.command("testsets")
+@main.group("testsets", invoke_without_command=True)
 @click.option("--prevalence", type=click.FloatRange(0.001, 0.999), default=0.05, show_default=True)
 @click.option("--regression-size", type=click.IntRange(min=1), default=2000, show_default=True)
 @JSON_OPTION
-def testsets_command(prevalence: float, regression_size: int, json_path: Path | None) -> None:
-    """Build the fixed validation test sets from the store's labeled studies (a new version only where they changed)."""
-    from pipeline.validation import TestSetConfig, build_test_sets
+@click.pass_context
+def testsets_command(ctx: click.Context, prevalence: float, regression_size: int, json_path: Path | None) -> None:
+    """Build the fixed validation test sets from the store's labeled studies (a new version only where they changed).
+
+    The subcommands show the stored versions, bring them up to the served population, and freeze them.
+    """
+    from pipeline.store import upgrade
 
     _, engine = _registry()
+    upgrade(engine)  # the versions' table is read and written below: a new store gets it first
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.validation import TestSetConfig, build_test_sets
+
     built = build_test_sets(engine, TestSetConfig(prevalence=prevalence, regression_size=regression_size))
     for test_set in built.values():
         click.echo(test_set.describe())
     write_json(
         json_path, {n: {"hash": s.hash, "studies": len(s.items), "abnormal": s.n_abnormal} for n, s in built.items()}
     )
+
+
+@testsets_command.command("list")
+@JSON_OPTION
+def testsets_list(json_path: Path | None) -> None:
+    """Every stored version of every test set: size, abnormal studies, why it exists, who froze it; * is current."""
+    from pipeline.validation import test_set_versions
+
+    _, engine = _registry()
+    versions = test_set_versions(engine)
+    for row in versions.itertuples(index=False):
+        frozen = f" FROZEN by {row.frozen_by}" if row.frozen_by else ""
+        click.echo(
+            f"{'*' if row.current else ' '} {row.name:<28} {row.test_set_hash[:12]} {str(row.created_at)[:19]} "
+            f"{row.n_items:>5} studies {row.n_abnormal:>4} abnormal{frozen}  {row.reason}"
+        )
+    write_json(json_path, json.loads(versions.to_json(orient="records", date_format="iso")))
+
+
+@testsets_command.command("follow")
+@JSON_OPTION
+def testsets_follow(json_path: Path | None) -> None:
+    """Add the evidence of every served site and scanner the sets lack (what each validation does first)."""
+    from pipeline.validation import follow_served_population
+
+    _, engine = _registry()
+    following = follow_served_population(engine)
+    for line in following.changes + following.blocked or ["every served site and scanner has its evidence"]:
+        click.echo(line)
+    write_json(json_path, {"changes": following.changes, "blocked": following.blocked})
+
+
+@testsets_command.command("freeze")
+@click.option("--by", "by", required=True, help="Who freezes them (the release manager's name).")
+@click.option(
+    "--version",
+    "versions",
+    multiple=True,
+    metavar="NAME=HASH",
+    help="Freeze this version of a set (a unique hash prefix will do; repeatable). Default: every current version.",
+)
+def testsets_freeze(by: str, versions: tuple[str, ...]) -> None:
+    """Freeze the test sets: validation judges on exactly these versions, and following the population waits."""
+    from pipeline.validation import TestSetNotFound, freeze_test_sets
+
+    chosen = {}
+    for item in versions:
+        name, sep, digest = item.partition("=")
+        if not sep or not name or not digest:
+            raise click.BadParameter(
+                f"{item!r} is not NAME=HASH (for example regression=3f2a9c1e)", param_hint="--version"
+            )
+        chosen[name] = digest
+    _, engine = _registry()
+    try:
+        frozen = freeze_test_sets(engine, by, chosen or None)
+    except (TestSetNotFound, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for test_set in frozen.values():
+        click.echo(f"frozen: {test_set.describe()}")
+
+
+@testsets_command.command("unfreeze")
+def testsets_unfreeze() -> None:
+    """Lift the freeze: validation goes back to the latest versions, which follow the served population."""
+    from pipeline.validation import unfreeze_test_sets
+
+    _, engine = _registry()
+    click.echo(f"unfroze {unfreeze_test_sets(engine)} versions")
 
 
 @main.command("validate")

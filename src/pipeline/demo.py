@@ -79,7 +79,8 @@ class DemoConfig:
         relabel_budget: studies picked for labeling per day (two annotators label each).
         new_labels_threshold: labeled studies no snapshot holds yet that start a retraining.
         retrain: the retraining's parameters when new labels start it.
-        testsets_day: the day after which the release manager freezes the validation test sets.
+        testsets_day: the day after which the release manager builds the first validation test sets (each
+            validation then brings them up to the served population: Riverside's evidence joins them).
         annotator_error_rate: share of each bot's answers that are deliberately wrong.
         gate: the validation gate of this deployment (``ValidationConfig`` fields; the defaults hold sensitivity
             at 0.99).
@@ -129,7 +130,19 @@ class DemoResult:
         s = self.summary
         rows = [
             ("drift alert at the new site", _days(s["detection_delay_days"])),
-            ("labels spent (studies / annotations)", f"{s['labels']['studies']} / {s['labels']['annotations']}"),
+            (
+                "labels spent (studies / annotations)",
+                f"{s['labels']['studies']} / {s['labels']['annotations']} "
+                f"({s['labels'].get('evidence_picks', 0)} studies picked for the test sets)",
+            ),
+            *(
+                (
+                    f"validation of version {v['version']} against {v['against']}",
+                    f"{v['status']}{' (' + v['failed'] + ')' if v['status'] == 'failed' else ''}; test sets cover "
+                    f"{', '.join(v['sites']) or 'no site with enough evidence'}",
+                )
+                for v in s.get("validations", [])
+            ),
             ("candidates trained / validated / promoted", "{trained} / {validated} / {promoted}".format(**s["models"])),
             (
                 "champion at the end (versions that served days)",
@@ -497,7 +510,7 @@ def _play(
         ]
         in_flight.append((record, start, runs, started))
         if day == config.testsets_day:
-            _freeze_test_sets(engine, say)
+            _build_test_sets(engine, say)
         if labeling is not None:
             labeling[1].annotated = labeling[0].result()
         labeling = annotators.submit(_label_and_sync, engine, config, api, record.date), record
@@ -614,11 +627,11 @@ def _annotate(engine: sa.Engine, config: DemoConfig) -> int:
     return done
 
 
-def _freeze_test_sets(engine: sa.Engine, say: Callable[[str], None]) -> None:
+def _build_test_sets(engine: sa.Engine, say: Callable[[str], None]) -> None:
     from pipeline.validation import TestSetConfig, build_test_sets
 
-    built = build_test_sets(engine, TestSetConfig())
-    say("release manager froze the validation test sets: " + ", ".join(f"{n} {len(s.items)}" for n, s in built.items()))
+    built = build_test_sets(engine, TestSetConfig(), reason="the release manager's first build")
+    say("release manager built the validation test sets: " + ", ".join(f"{n} {len(s.items)}" for n, s in built.items()))
 
 
 # --- what it measured ---------------------------------------------------------------------------------------------
@@ -694,6 +707,19 @@ def summarise(
     validated = [v for v in versions if v.tags.get("validation_status") == "passed"]
     with engine.connect() as conn:
         labels = conn.execute(sa.text("SELECT count(DISTINCT study_id), count(*) FROM labels")).one()
+        evidence_picks = conn.execute(sa.text("SELECT count(*) FROM relabel_queue WHERE strategy = 'evidence'")).one()
+    validations = [
+        {
+            "version": v.version,
+            "status": v.tags["validation_status"],
+            "against": v.tags.get("validated_against"),
+            "failed": v.tags.get("validation_failed_checks", ""),
+            "sites": [s for s in v.tags.get("validation_sites", "").split(",") if s and s != "none"],
+            "evidence": v.tags.get("validation_evidence", ""),
+        }
+        for v in sorted(versions, key=lambda v: int(v.version))
+        if v.tags.get("validated_at")
+    ]
 
     def group(part: pd.DataFrame, g: str) -> pd.DataFrame:
         return part[part["group"] == g]
@@ -706,7 +732,8 @@ def summarise(
         "new_site": new_site,
         "join_day": join_day,
         "detection_delay_days": None if detected is None else detected - join_day,
-        "labels": {"studies": int(labels[0]), "annotations": int(labels[1])},
+        "labels": {"studies": int(labels[0]), "annotations": int(labels[1]), "evidence_picks": int(evidence_picks[0])},
+        "validations": validations,
         "models": {
             "first": first,
             # the champion now: a promotion the last day's labels set off may end after the last day
@@ -749,6 +776,9 @@ def done_when(summary: dict[str, Any]) -> dict[str, bool]:
     return {
         "drift alert for the new site within 1 simulated day": delay is not None and delay <= 1,
         "a promoted new champion": summary["models"]["promoted"] >= 1,
+        "the new site's evidence in a passed verdict": any(
+            v["status"] == "passed" and summary["new_site"] in v["sites"] for v in summary.get("validations", [])
+        ),
         "new-site AUROC within 0.03 of the stable sites' after promotion": gap is not None and gap <= 0.03,
         "sensitivity >= 0.99 on the stable sites throughout (every week)": worst is not None and worst >= 0.99,
         "within 20 minutes": summary["seconds"] <= 20 * 60,

@@ -192,6 +192,7 @@ def retrain_candidate(params: dict[str, Any], *, trigger: str, run_key: str | No
         run_key=run_key,
         progress=False,
         base_dataset=base_manifest(settings.storage_root),
+        evidence_positives=gate_config(None).min_positives,
     )
     return result.as_json()
 
@@ -261,7 +262,9 @@ def promotion_request(version: str) -> dict[str, Any]:
         f"on {tags.get('validated_at')}.\n\n"
         f"- operating point: threshold {tags.get('validation_threshold')}\n"
         f"- parent version: {tags.get('parent_version', 'none')}; dataset snapshot {tags.get('dataset_snapshot', '?')}\n"
-        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)"
+        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)\n"
+        f"- test sets cover: {tags.get('validation_sites', 'unknown')}; evidence per served site and scanner:\n"
+        + "\n".join(f"  - {line}" for line in tags.get("validation_evidence", "not recorded").splitlines())
     )
     return {"version": number, "summary": summary, "against": tags.get("validated_against")}
 

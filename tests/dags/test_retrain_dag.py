@@ -49,15 +49,17 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
     }.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
+    client = MlflowClient(mlflow_server)
     try:
-        result = run(**(TINY | {"replay_base": 20}))
+        waiting = run(**TINY)  # three small days: no site has the 40 abnormal studies the gate needs to judge it
+        assert waiting.state == "success" and client.search_model_versions(f"name = '{model_name}'") == []
+        result = run(**(TINY | {"replay_base": 20, "wait_for_evidence": False}))  # the engineer trains anyway
         assert result.state == "success"
         skipped = run(**(TINY | {"min_new_labels": 5}))  # no label waits for a snapshot: nothing to train
         assert skipped.state == "success"
     finally:
         get_settings.cache_clear()
 
-    client = MlflowClient(mlflow_server)
     versions = client.search_model_versions(f"name = '{model_name}'")
     assert [v.version for v in versions] == ["1"]
     version = versions[0]
@@ -67,6 +69,8 @@ def test_a_manual_retrain_registers_a_candidate_with_its_lineage(
     assert client.get_model_version_by_alias(model_name, "candidate").version == "1"
     run_data = client.get_run(version.run_id)
     assert run_data.data.tags["trigger"] == "manual"
+    evidence = run_data.data.params["evidence"]
+    assert evidence.startswith("went ahead without enough evidence: ") and "st-anna has " in evidence
     # the base dataset under the storage root was replayed: 20 of its training studies and all its validation
     replayed = {k.removeprefix("base_replay."): v for k, v in run_data.data.params.items() if "base_replay." in k}
     assert replayed.pop("why").startswith(f"20 of {(manifest['split'] == 'train').sum()} base training studies")

@@ -36,9 +36,13 @@ from pipeline.training import (
     load_snapshot,
     train,
 )
+from pipeline.training.snapshot import reserved_for_testing
 from tests.worlds import small_world
 
 pytestmark = pytest.mark.integration
+
+# The label rules are checked on every patient (``exclude_reserved=False``); the test below the others checks
+# that by default the patients reserved for the validation test sets never train.
 
 KEY = "k"  # small_world's pseudonymisation key
 REPEAT_PATIENTS = 4
@@ -158,8 +162,8 @@ def _count(engine: Engine, table: sa.Table) -> int:
 
 
 def test_rebuilding_from_the_store_gives_the_same_hash_and_stores_it_once(engine):
-    first = build_snapshot(engine, SnapshotConfig())
-    second = build_snapshot(engine, SnapshotConfig())
+    first = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
+    second = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
     assert first.hash == second.hash and len(first.hash) == 32
     assert _count(engine, dataset_snapshots) == 1
     assert _count(engine, snapshot_items) == len(first.items)
@@ -174,7 +178,7 @@ def test_rebuilding_from_the_store_gives_the_same_hash_and_stores_it_once(engine
 
 
 def test_no_patient_is_in_two_splits(engine, world):
-    snapshot = build_snapshot(engine, SnapshotConfig())
+    snapshot = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
     items = snapshot.items
     assert (items.groupby("patient_key")["split"].nunique() == 1).all()
     repeat_keys = {pseudonymize_patient_id(f"REPEAT{p:03d}", KEY) for p in range(REPEAT_PATIENTS)}
@@ -190,13 +194,15 @@ def test_no_patient_is_in_two_splits(engine, world):
 
 def test_adjudicated_labels_win_and_single_labels_are_weighted_or_dropped(engine, world):
     _, _, cases = world
-    kept = build_snapshot(engine, SnapshotConfig(single_label_weight=0.4)).items.set_index("study_id")
+    kept = build_snapshot(engine, SnapshotConfig(exclude_reserved=False, single_label_weight=0.4)).items.set_index(
+        "study_id"
+    )
     assert kept.loc[cases["adjudicated"], ["label", "source"]].tolist() == [int(cases["flipped"]), "adjudication"]
     assert kept.loc[cases["single"], ["label", "source", "weight"]].tolist() == [1, "single", 0.4]
     assert cases["unusable"] not in kept.index and cases["unusable_single"] not in kept.index
     assert set(kept["source"]) == {"feedback", "adjudication", "single"}
 
-    dropped = build_snapshot(engine, SnapshotConfig(single_labels="drop"))
+    dropped = build_snapshot(engine, SnapshotConfig(exclude_reserved=False, single_labels="drop"))
     assert cases["single"] not in set(dropped.items["study_id"])
     assert dropped.counts()["excluded_single_dropped"] == 1
     assert _count(engine, dataset_snapshots) == 2  # two contents, two snapshots
@@ -204,23 +210,25 @@ def test_adjudicated_labels_win_and_single_labels_are_weighted_or_dropped(engine
 
 def test_empty_and_single_class_snapshots_are_refused_before_anything_is_stored(engine):
     with pytest.raises(TrainingDataError, match="the training split is empty; the validation split is empty"):
-        build_snapshot(engine, SnapshotConfig(sites=("nowhere",)))
+        build_snapshot(engine, SnapshotConfig(exclude_reserved=False, sites=("nowhere",)))
     # without outcomes only the two labeled studies are left, both in training: the other splits are named
     with pytest.raises(TrainingDataError, match="the validation split is empty; the test split is empty") as caught:
-        build_snapshot(engine, SnapshotConfig(use_feedback=False))
+        build_snapshot(engine, SnapshotConfig(exclude_reserved=False, use_feedback=False))
     assert "train 2, val 0, test 0" in str(caught.value)
     assert _count(engine, dataset_snapshots) == 0
 
 
 def test_sites_and_a_cutoff_narrow_the_snapshot(engine):
-    everything = build_snapshot(engine, SnapshotConfig())
-    one_site = build_snapshot(engine, SnapshotConfig(sites=("lakeside",), val_fraction=0.2, test_fraction=0.2))
+    everything = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
+    one_site = build_snapshot(
+        engine, SnapshotConfig(exclude_reserved=False, sites=("lakeside",), val_fraction=0.2, test_fraction=0.2)
+    )
     assert set(one_site.items["site"]) == {"lakeside"}
     assert one_site.hash != everything.hash
     assert one_site.params["sites"] == ["lakeside"]
 
     cutoff = datetime(2026, 1, 10, tzinfo=UTC)  # outcomes arrive 1-7 days after 5 Jan; the labels on the 15th
-    before = build_snapshot(engine, SnapshotConfig(cutoff=cutoff))
+    before = build_snapshot(engine, SnapshotConfig(exclude_reserved=False, cutoff=cutoff))
     assert set(before.items["source"]) == {"feedback"}
     assert 0 < len(before.items) < len(everything.items)
     with engine.connect() as conn:
@@ -229,7 +237,7 @@ def test_sites_and_a_cutoff_narrow_the_snapshot(engine):
 
 
 def test_studies_held_out_in_a_test_set_never_train(engine):
-    everything = build_snapshot(engine, SnapshotConfig())
+    everything = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
     held_out = everything.items.sort_values("study_id").iloc[::3]
     digest = "h" * TEST_SET_HASH_LENGTH
     with engine.begin() as conn:
@@ -255,12 +263,15 @@ def test_studies_held_out_in_a_test_set_never_train(engine):
             ],
         )
     try:
-        kept = build_snapshot(engine, SnapshotConfig())
+        kept = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
         assert not set(held_out["study_id"]) & set(kept.items["study_id"])
         assert len(kept.items) == len(everything.items) - len(held_out)
         assert kept.hash != everything.hash
         # only when asked: the set's studies are back
-        assert build_snapshot(engine, SnapshotConfig(exclude_test_sets=False)).hash == everything.hash
+        assert (
+            build_snapshot(engine, SnapshotConfig(exclude_reserved=False, exclude_test_sets=False)).hash
+            == everything.hash
+        )
     finally:
         with engine.begin() as conn:
             conn.execute(sa.delete(test_set_items))
@@ -268,7 +279,7 @@ def test_studies_held_out_in_a_test_set_never_train(engine):
 
 
 def test_a_snapshot_trains_and_becomes_an_mlflow_dataset(engine, tmp_path):
-    snapshot = build_snapshot(engine, SnapshotConfig())
+    snapshot = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
     dataset = as_mlflow_dataset(snapshot)
     assert dataset.digest == snapshot.hash and snapshot.hash[:12] in dataset.name
     assert dataset.profile["num_rows"] == len(snapshot.items)
@@ -277,3 +288,12 @@ def test_a_snapshot_trains_and_becomes_an_mlflow_dataset(engine, tmp_path):
     )
     result = train(snapshot.train_items(), snapshot.val_items(), config, progress=False)
     assert result.skipped == [] and len(result.val_labels) == len(snapshot.val_items())
+
+
+def test_the_patients_reserved_for_the_test_sets_never_train(engine):
+    everything = build_snapshot(engine, SnapshotConfig(exclude_reserved=False))
+    trainable = build_snapshot(engine, SnapshotConfig())
+    reserved = everything.items[reserved_for_testing(everything.items["patient_key"])]
+    assert 0.1 < reserved["patient_key"].nunique() / everything.items["patient_key"].nunique() < 0.4
+    assert set(trainable.items["study_id"]) == set(everything.items["study_id"]) - set(reserved["study_id"])
+    assert trainable.counts()["excluded_reserved_for_testing"] == len(reserved)

@@ -49,7 +49,7 @@ def test_migrations_go_up_from_empty_and_match_the_schema(backend, request, tmp_
     assert current_revision(engine) is None
     upgrade(engine)
     upgrade(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0007"
+    assert current_revision(engine) == "0008"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)

@@ -101,3 +101,17 @@ def test_validate_names_what_is_wrong_in_its_config_before_anything_starts(env, 
 def test_promote_needs_an_approver(env):
     result = CliRunner().invoke(main, ["promote", "--version", "2"])
     assert result.exit_code == 2 and "--approver" in result.output
+
+
+def test_testsets_freeze_says_what_is_wrong_in_one_line(env):
+    empty = CliRunner().invoke(main, ["testsets", "list"])
+    assert empty.exit_code == 0 and empty.output == ""
+    nothing = CliRunner().invoke(main, ["testsets", "freeze", "--by", "release-manager"])
+    assert nothing.exit_code == 1 and "no test sets in the store to freeze" in nothing.output
+    assert "Traceback" not in nothing.output
+    malformed = CliRunner().invoke(main, ["testsets", "freeze", "--by", "rm", "--version", "regression"])
+    assert malformed.exit_code == 2 and "'regression' is not NAME=HASH" in malformed.output
+    unknown = CliRunner().invoke(main, ["testsets", "freeze", "--by", "rm", "--version", "regression=abc"])
+    assert unknown.exit_code == 1 and "no version of test set 'regression' starting with 'abc'" in unknown.output
+    blank = CliRunner().invoke(main, ["testsets", "freeze", "--by", " ", "--version", "regression=abc"])
+    assert blank.exit_code == 1 and "needs the name of who decides it" in blank.output

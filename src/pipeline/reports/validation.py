@@ -93,6 +93,9 @@ def write_validation_report(verdict: Verdict, path: Path) -> Path:
         for alt, png in _figures(verdict)
     )
     sets = "".join(f"<li>{html.escape(n)}: <code>{h}</code></li>" for n, h in sorted(verdict.test_sets.items()))
+    changes = "".join(
+        f"<p>Test sets changed for this validation: {html.escape(c)}</p>" for c in verdict.test_set_changes
+    )
     left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in verdict.left_out.items())
     title = f"Validation of {verdict.model_name} version {verdict.candidate} against version {verdict.champion}"
     page = (
@@ -103,11 +106,34 @@ def write_validation_report(verdict: Verdict, path: Path) -> Path:
         f"operating point {verdict.threshold:.4f}; {verdict.studies} test studies ({html.escape(left_out)} left out); "
         f"validated {html.escape(verdict.validated_at)}.</p>"
         f"<h2>Checks</h2><table><tr><th>status</th><th>check</th><th>numbers</th></tr>{checks}</table>"
+        f"<h2>Evidence per served site and scanner</h2>{_evidence_table(verdict)}"
         f"<h2>Plots</h2>{figures}<h2>Subgroups</h2>{_subgroup_table(verdict)}"
-        f"<h2>Test sets</h2><ul>{sets}</ul></body></html>"
+        f"<h2>Test sets</h2><ul>{sets}</ul>{changes}</body></html>"
     )
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _evidence_table(verdict: Verdict) -> str:
+    """One row per served site and scanner: its evidence, both sensitivities, the candidate's exact interval."""
+    if not verdict.evidence:
+        return "<p>No served site or scanner was judged.</p>"
+    rows = []
+    for r in verdict.evidence:
+        where = r["site"] if r.get("scanner") is None else f"{r['site']} ({r['scanner']})"
+        judged = "sensitivity_candidate" in r
+        interval = f"[{r['sensitivity_low']:.3f}, {r['sensitivity_high']:.3f}]" if judged else ""
+        rows.append(
+            f"<tr class='{'fail' if r['problem'] else ''}'><td>{html.escape(where)}</td><td>{r['served_studies']}</td>"
+            f"<td>{r['studies']}</td><td>{r['abnormal']}</td>"
+            f"<td>{_num(r.get('sensitivity_candidate'))} {interval}</td><td>{_num(r.get('sensitivity_champion'))}</td>"
+            f"<td>{r['threshold']:.4f} (target {r['target']})</td><td>{html.escape(r['problem'] or 'ok')}</td></tr>"
+        )
+    return (
+        "<table><tr><th>served</th><th>studies served</th><th>test studies</th><th>abnormal</th>"
+        "<th>sensitivity, candidate [exact interval]</th><th>champion</th><th>threshold</th><th>verdict</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _pct(value: float | None) -> str:

@@ -19,6 +19,13 @@ Strategies (``Pick``):
 - ``drift``: studies at a site with an open drift alert, the most unusual (farthest from the
   site's earlier studies in embedding space) first. Project ``relabeling``.
 - ``random``: a uniform sample of every study, for unbiased estimates. Project ``clinical_qa``.
+- ``evidence``: while a served site or scanner (a hospital that just joined and raised its drift alert, a
+  detector with a small share of its site) has fewer labeled abnormal studies for the validation test sets
+  than the gate needs (``evidence_positives``), a uniform sample of its reserved patients' studies that no
+  radiologist's outcome came back for (``pipeline.training.snapshot.reserved_for_testing``: they never
+  train, the gate judges on them), ``evidence_share`` of the budget, within the site caps.
+  Project ``clinical_qa``. The strategies that pick labels to train on (error, uncertain, drift) skip
+  reserved patients: their labels could not train a model.
 """
 
 from __future__ import annotations
@@ -48,7 +55,16 @@ from pipeline.store.schema import (
     inference_logs,
     labels,
     relabel_queue,
+    studies,
     test_set_items,
+)
+from pipeline.training.snapshot import reserved_for_testing
+from pipeline.validation.testsets import (
+    EVIDENCE_POSITIVES,
+    ServedUnit,
+    reserved_evidence,
+    scanner_name,
+    served_population,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +74,7 @@ PROJECT = {
     Pick.UNCERTAIN: "relabeling",
     Pick.DRIFT: "relabeling",
     Pick.RANDOM: "clinical_qa",
+    Pick.EVIDENCE: "clinical_qa",
 }
 DEFAULT_SHARES = {Pick.ERROR: 0.3, Pick.UNCERTAIN: 0.35, Pick.DRIFT: 0.25, Pick.RANDOM: 0.1}
 
@@ -74,6 +91,9 @@ class SelectionConfig:
             (in the order error, drift, uncertain, random).
         drift_share_on_alert: while some site has an open drift alert, the drift strategy's share
             of the budget (the others keep their proportions in the rest); None keeps ``shares``.
+        evidence_share: while a served site or scanner is short of test-set evidence, the evidence strategy's
+            share of the budget (the other shares are scaled into the rest).
+        evidence_positives: labeled abnormal studies a site's test sets need (the gate's ``min_positives``).
         lookback_days: candidates are the studies received in the ``lookback_days`` days up to the
             day's end (feedback comes back up to a week late).
         near_threshold: a study closed as normal within this many logits of the deployed threshold
@@ -89,6 +109,8 @@ class SelectionConfig:
     drift_site_cap: float = 0.6
     shares: dict[Pick, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
     drift_share_on_alert: float | None = 0.5
+    evidence_share: float = 0.3
+    evidence_positives: int = EVIDENCE_POSITIVES
     lookback_days: int = 7
     near_threshold: float = 1.0
     duplicate_quantile: float = 0.02
@@ -102,6 +124,10 @@ class SelectionConfig:
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
         if self.drift_share_on_alert is not None and not 0 <= self.drift_share_on_alert <= 1:
             raise ValueError(f"drift_share_on_alert must lie in [0, 1], got {self.drift_share_on_alert}")
+        if not 0 <= self.evidence_share < 1:
+            raise ValueError(f"evidence_share must lie in [0, 1), got {self.evidence_share}")
+        if self.evidence_positives < 0:
+            raise ValueError(f"evidence_positives must be >= 0, got {self.evidence_positives}")
         unknown = set(self.shares) - set(Pick)
         if unknown:
             raise ValueError(
@@ -173,8 +199,15 @@ def read_candidates(engine: Engine, day: date, config: SelectionConfig) -> pd.Da
             logs.embedding,
             fb.agrees_with_model,
             fb.final_abnormal,
+            studies.c.patient_key,
+            studies.c.manufacturer,
+            studies.c.model_name,
         )
-        .select_from(inference_logs.outerjoin(feedback, sa.and_(fb.study_id == logs.study_id, fb.reported_at < end)))
+        .select_from(
+            inference_logs.outerjoin(feedback, sa.and_(fb.study_id == logs.study_id, fb.reported_at < end)).outerjoin(
+                studies, studies.c.study_id == logs.study_id
+            )
+        )
         .where(logs.status == "ok", logs.received_at >= start, logs.received_at < end)
         .where(~logs.study_id.in_(sa.select(relabel_queue.c.study_id)))
         .where(~logs.study_id.in_(sa.select(labels.c.study_id)))
@@ -183,6 +216,10 @@ def read_candidates(engine: Engine, day: date, config: SelectionConfig) -> pd.Da
     with engine.connect() as conn:
         frame = pd.DataFrame(conn.execute(query).all(), columns=list(query.selected_columns.keys()))
     frame = frame.sort_values(["study_id", "finished_at"]).drop_duplicates("study_id", keep="last")
+    frame["patient_key"] = frame["patient_key"].fillna(frame["study_id"])  # no PatientID: its own patient
+    frame["reserved"] = reserved_for_testing(frame["patient_key"]) if len(frame) else np.zeros(0, dtype=bool)
+    frame["scanner"] = [scanner_name(m, n) for m, n in zip(frame["manufacturer"], frame["model_name"], strict=True)]
+    frame = frame.drop(columns=["manufacturer", "model_name"])
     return frame.sort_values("study_id").reset_index(drop=True)
 
 
@@ -195,16 +232,35 @@ def open_drift_sites(engine: Engine) -> dict[str, str]:
         return {site: alert_id for site, alert_id in conn.execute(query.order_by(alerts.c.first_seen)).all()}
 
 
+def short_of_evidence(engine: Engine, config: SelectionConfig) -> dict[ServedUnit, int]:
+    """Return the served sites and scanners whose test sets (and the reserved labels waiting for them) hold
+    fewer than ``evidence_positives`` labeled abnormal studies, with how many they hold."""
+    if config.evidence_positives == 0 or config.evidence_share == 0:
+        return {}
+    units = served_population(engine)
+    counts = reserved_evidence(engine, units)
+    return {u: counts[u.where] for u in units if counts[u.where] < config.evidence_positives}
+
+
 def _percentile(values: pd.Series) -> np.ndarray:
     """Return each value's percentile rank in (0, 1]; missing values rank 0."""
     ranked = values.astype(float).rank(pct=True, method="average")
     return ranked.fillna(0.0).to_numpy(dtype=np.float64)
 
 
-def score_candidates(frame: pd.DataFrame, drifting: dict[str, str], config: SelectionConfig) -> pd.DataFrame:
+def score_candidates(
+    frame: pd.DataFrame,
+    drifting: dict[str, str],
+    config: SelectionConfig,
+    short: dict[ServedUnit, int] | None = None,
+) -> pd.DataFrame:
     """Add, per strategy, whether each study qualifies (``is_<pick>``), its priority (``<pick>_priority``) and
-    the reason's detail (``<pick>_detail``)."""
+    the reason's detail (``<pick>_detail``). ``short`` holds the served sites and scanners short of test-set
+    evidence, with the labeled abnormal studies they have."""
     out = frame.copy()
+    if "reserved" not in out:
+        out["reserved"] = False
+    reserved = out["reserved"].fillna(False).to_numpy(dtype=bool)
     prob = np.clip(out["prob_abnormal"].astype(float), 1e-6, 1 - 1e-6)
     threshold = np.clip(out["threshold"].astype(float), 1e-6, 1 - 1e-6)
     # Distance to the deployed threshold in logits: a filter tuned for 99% sensitivity has its
@@ -214,7 +270,7 @@ def score_candidates(frame: pd.DataFrame, drifting: dict[str, str], config: Sele
 
     wrong = out["agrees_with_model"].eq(False).fillna(False).to_numpy(dtype=bool)
     missed = wrong & closed  # closed as normal, abnormal for the radiologist: the error that matters
-    out["is_error"] = wrong
+    out["is_error"] = wrong & ~reserved
     out["error_priority"] = margin.to_numpy(dtype=np.float64) + np.where(missed, 1e3, 0.0)  # misses, then surest
     out["error_detail"] = [
         {"decision": d, "radiologist_abnormal": bool(a)} if w else None
@@ -226,18 +282,33 @@ def score_candidates(frame: pd.DataFrame, drifting: dict[str, str], config: Sele
     ranks = np.vstack([_percentile(-margin), _percentile(out["epistemic_var"])])
     out["uncertain_priority"] = np.where(closed, ranks.max(axis=0), 0.0)
     near = (margin <= config.near_threshold).to_numpy(dtype=bool)
-    out["is_uncertain"] = closed & (near | (ranks.max(axis=0) >= 0.75))
+    out["is_uncertain"] = closed & (near | (ranks.max(axis=0) >= 0.75)) & ~reserved
     out["uncertain_detail"] = [
         {"entropy": _round(e), "epistemic_var": _round(v), "logit_margin": _round(m)}
         for e, v, m in zip(out["entropy"], out["epistemic_var"], margin, strict=True)
     ]
 
     at_drifting = out["site"].isin(list(drifting)).to_numpy(dtype=bool)
-    out["is_drift"] = at_drifting
+    out["is_drift"] = at_drifting & ~reserved
     out["drift_priority"] = _unusualness(out, at_drifting)
     out["drift_detail"] = [
         {"alert_id": drifting[s]} if d else None for s, d in zip(out["site"], at_drifting, strict=True)
     ]
+
+    no_outcome = out["final_abnormal"].isna().to_numpy(dtype=bool)
+    wanted: list[dict[str, object] | None] = [None] * len(out)
+    scanners = out["scanner"] if "scanner" in out else pd.Series("", index=out.index)
+    for unit, have in (short or {}).items():
+        at = (out["site"] == unit.site) & (scanners == unit.scanner if unit.scanner is not None else True)
+        for i in np.flatnonzero(at.to_numpy(dtype=bool) & reserved & no_outcome):
+            wanted[i] = wanted[i] or {
+                "for": unit.where,
+                "abnormal_in_evidence": have,
+                "needed": config.evidence_positives,
+            }
+    out["is_evidence"] = [w is not None for w in wanted]
+    out["evidence_priority"] = 0.0
+    out["evidence_detail"] = wanted
 
     out["is_random"] = True
     out["random_priority"] = 0.0
@@ -334,11 +405,15 @@ def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.ran
         for s in scored["site"].unique()
     }
     available = {p: int(scored[f"is_{p}"].sum()) for p in Pick}
-    shares = dict(config.shares)
+    shares: dict[Pick, float] = {p: v for p, v in config.shares.items() if p is not Pick.EVIDENCE}
     if drifting and config.drift_share_on_alert is not None and config.shares.get(Pick.DRIFT, 0.0) > 0:
         others = sum(v for p, v in shares.items() if p is not Pick.DRIFT)
         rest = 1.0 - config.drift_share_on_alert
         shares = {p: (config.drift_share_on_alert if p is Pick.DRIFT else rest * v / others) for p, v in shares.items()}
+    if available[Pick.EVIDENCE] and config.evidence_share > 0:
+        total = sum(shares.values())
+        keep = (1.0 - config.evidence_share) / total
+        shares = {p: v * keep for p, v in shares.items()} | {Pick.EVIDENCE: config.evidence_share}
     quota = _quotas(budget, shares, available)
     taken: list[int] = []
     strategy: dict[int, Pick] = {}
@@ -350,25 +425,24 @@ def pick(scored: pd.DataFrame, budget: int, config: SelectionConfig, rng: np.ran
     def take(p: Pick, k: int) -> None:
         ok = scored[f"is_{p}"].to_numpy(dtype=bool).copy()
         ok[taken] = False
-        if p is Pick.RANDOM:
+        priority = scored[f"{p}_priority"].to_numpy(dtype=np.float64)
+        order = [int(i) for i in np.flatnonzero(ok)[np.argsort(-priority[ok], kind="stable")]]
+        if p in (Pick.RANDOM, Pick.EVIDENCE):  # samples: a uniform order, no spreading
             order = [int(i) for i in random_order if ok[i]]
-        else:
-            priority = scored[f"{p}_priority"].to_numpy(dtype=np.float64)
-            order = [int(i) for i in np.flatnonzero(ok)[np.argsort(-priority[ok], kind="stable")]]
         room = dict(site_left)
         capped = []
         for i in order:  # the site caps, in priority order
             if room[sites[i]] > 0:
                 capped.append(i)
                 room[sites[i]] -= 1
-        chosen = capped[:k] if p is Pick.RANDOM else spread(vectors, capped, k, taken, radius)
+        chosen = capped[:k] if p in (Pick.RANDOM, Pick.EVIDENCE) else spread(vectors, capped, k, taken, radius)
         for i in chosen:
             site_left[sites[i]] -= 1
             strategy[i] = p
         taken.extend(chosen)
 
     # The control sample first, so that it is a sample of every candidate, not of what the others left.
-    for p in (Pick.RANDOM, Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN):
+    for p in (Pick.RANDOM, Pick.EVIDENCE, Pick.ERROR, Pick.DRIFT, Pick.UNCERTAIN):
         if quota[p] > 0:
             take(p, quota[p])
     # What a strategy could not fill (its candidates taken by another, or capped) passes on.
@@ -417,7 +491,7 @@ def select_for_relabeling(
     already = _picked_for(engine, day)
     frame = read_candidates(engine, day, config)
     drifting = open_drift_sites(engine)
-    scored = score_candidates(frame, drifting, config)
+    scored = score_candidates(frame, drifting, config, short_of_evidence(engine, config))
     candidates = {str(p): int(scored[f"is_{p}"].sum()) for p in Pick} if len(scored) else {str(p): 0 for p in Pick}
     rng = np.random.default_rng([config.seed, day.toordinal()])
     chosen = pick(scored, config.budget - already, config, rng)

@@ -220,6 +220,7 @@ class Pick(enum.StrEnum):
     UNCERTAIN = "uncertain"  # high entropy or epistemic variance, or a score near the threshold
     DRIFT = "drift"  # from a site (and region) with an open drift alert
     RANDOM = "random"  # the control sample: unbiased estimates of the model's errors
+    EVIDENCE = "evidence"  # a reserved patient at a drifting site short of test-set evidence
 
 
 class QueueStatus(enum.StrEnum):
@@ -318,6 +319,11 @@ test_sets = sa.Table(
     sa.Column("params", sa.Text, nullable=False),  # JSON: the build's configuration
     sa.Column("n_items", sa.Integer, nullable=False),
     sa.Column("n_abnormal", sa.Integer, nullable=False),
+    # why this version exists: the first build, a site that joined, a scanner that appeared
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    # a release manager's freeze: validation uses this version of the set until it is unfrozen
+    sa.Column("frozen_by", sa.String(128)),
+    sa.Column("frozen_at", sa.DateTime(timezone=True)),
 )
 
 test_set_items = sa.Table(

@@ -65,6 +65,11 @@ class RetrainParams(BaseModel):
     )
     net: NetParams = Field(default_factory=NetParams)
     seed: int = 0
+    wait_for_evidence: bool = Field(
+        True,
+        description="Skip (cleanly) while a served site or scanner has too few labeled abnormal studies in the test "
+        "sets for the gate to judge a candidate there; false trains anyway and says so in the run.",
+    )
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ def retrain(
     now: datetime | None = None,
     progress: bool = True,
     base_dataset: Path | None = None,
+    evidence_positives: int | None = None,
 ) -> RetrainResult:
     """Train a candidate on a snapshot of the store and register it in MLflow (the tracking URI set by the caller).
 
@@ -169,6 +175,9 @@ def retrain(
         progress: a bar per epoch.
         base_dataset: the base dataset's manifest (``bootstrap.base_manifest``): ``params.replay_base`` of its
             training studies and its validation split train beside the snapshot. None or a missing file: none.
+        evidence_positives: the labeled abnormal studies the gate needs at every served site and scanner
+            (its ``min_positives``; default the gate's default): with fewer anywhere, the retraining waits
+            (``params.wait_for_evidence``) or goes ahead and records where evidence was short.
 
     Raises:
         pipeline.training.TrainingDataError: the snapshot is empty or has one class in a split, before
@@ -182,6 +191,14 @@ def retrain(
     waiting = labels_not_in_a_snapshot(engine)
     if waiting < params.min_new_labels:
         reason = f"{waiting} new labels, fewer than the {params.min_new_labels} asked for: nothing to train"
+        log.info(reason)
+        return RetrainResult(None, None, {"new_labels": waiting}, None, None, reason=reason)
+    short = evidence_short(engine, evidence_positives)
+    if short and params.wait_for_evidence:
+        reason = (
+            f"waiting for evidence: {short}; the test sets' reserved share fills as labels come in "
+            "(wait_for_evidence false trains anyway)"
+        )
         log.info(reason)
         return RetrainResult(None, None, {"new_labels": waiting}, None, None, reason=reason)
     cutoff = now or datetime.now(UTC)
@@ -218,6 +235,7 @@ def retrain(
         "snapshot": snapshot.counts(),
         "train_processes": process_plan().nproc,
         "base_replay": replay.params(),
+        "evidence": f"went ahead without enough evidence: {short}" if short else "enough at every served site",
     }
     with training_run(
         EXPERIMENT,
@@ -255,6 +273,19 @@ def retrain(
         run_id=run.run_id,
         skipped_studies=len(result.skipped),
         resumed_from_epoch=result.resumed_from_epoch,
+    )
+
+
+def evidence_short(engine: Engine, needed: int | None = None) -> str:
+    """Return, in words, the served sites and scanners with fewer labeled abnormal studies for the test sets
+    than ``needed`` (default: the gate's default minimum); empty when none is short."""
+    from pipeline.validation.testsets import EVIDENCE_POSITIVES, TestSetConfig, reserved_evidence, served_population
+
+    needed = EVIDENCE_POSITIVES if needed is None else needed
+    counts = reserved_evidence(engine, served_population(engine, TestSetConfig()))
+    short = {where: n for where, n in counts.items() if n < needed}
+    return "; ".join(
+        f"{where} has {n} of the {needed} labeled abnormal studies the gate needs" for where, n in short.items()
     )
 
 

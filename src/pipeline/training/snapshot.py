@@ -10,6 +10,12 @@ A snapshot is built from what the store knows up to a cutoff:
   unusable is left out, as is one whose annotators tie with no outcome to fall back on, and
   (configurable) one the production service rejected as not judgeable.
 
+A seeded share of patients, chosen by a keyed hash of their pseudonymous key alone
+(:func:`reserved_for_testing`), is reserved for the validation test sets and never trains: the
+sets draw a site's or scanner's evidence from them as its labels come in, so a hospital that joins
+later is judged on patients no candidate has seen. The reservation does not depend on time, on the
+label or on what else the store holds.
+
 Studies are split by patient (the pseudonymous ``studies.patient_key``, else the study itself),
 so no patient is in two splits, and stratified by label and site: within each label, patients
 are ordered by (site, keyed hash) and the splits take evenly spaced positions of that order
@@ -64,6 +70,9 @@ SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 ITEM_COLUMNS: tuple[str, ...] = ("study_id", "dicom_uri", "label", "split", "site", "source", "weight", "patient_key")
 HASHED_COLUMNS: tuple[str, ...] = ("study_id", "dicom_uri", "label", "split", "site", "source", "weight")
 ADJUDICATION_PROJECT = "adjudication"
+#: The share of patients reserved for the validation test sets, and the key of the hash that chooses them.
+RESERVE_SHARE = 0.25
+RESERVE_SALT = "reserve-v1"
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -92,6 +101,8 @@ class SnapshotConfig(BaseModel):
             radiograph, organ not fully captured).
         exclude_test_sets: leave out every study of a stored validation test set (any version), so a
             candidate is never judged on studies it trained on.
+        exclude_reserved: leave out the patients reserved for the test sets (:func:`reserved_for_testing`).
+        reserve_share, reserve_salt: which patients those are (the test sets' configuration must agree).
         val_fraction: share of each label's patients in validation.
         test_fraction: share of each label's patients in test (0: no test split).
         split_salt: keyed into the patients' order; another salt gives other (equally valid) splits.
@@ -109,6 +120,9 @@ class SnapshotConfig(BaseModel):
     single_label_weight: float = Field(0.5, gt=0.0, le=1.0)
     exclude_rejected: bool = True
     exclude_test_sets: bool = True
+    exclude_reserved: bool = True
+    reserve_share: float = Field(RESERVE_SHARE, ge=0.0, lt=0.9)
+    reserve_salt: str = RESERVE_SALT
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     split_salt: str = "split-v1"
@@ -328,6 +342,21 @@ def content_hash(items: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:SNAPSHOT_HASH_LENGTH]
 
 
+def reserved_for_testing(
+    patient_keys: pd.Series | list[str], share: float = RESERVE_SHARE, salt: str = RESERVE_SALT
+) -> np.ndarray:
+    """Return, per patient key, whether that patient is reserved for the validation test sets.
+
+    The first 52 bits of SHA-256 over the salt and the key, as a fraction of 2**52, below ``share``: a fixed,
+    seeded share of every site's patients, known before any of their studies is labeled.
+    """
+    keys = [str(k) for k in patient_keys]
+    if share <= 0.0:
+        return np.zeros(len(keys), dtype=bool)
+    fraction = [int(hashlib.sha256(f"{salt}\x1f{k}".encode()).hexdigest()[:13], 16) / 2**52 for k in keys]
+    return np.asarray(fraction, dtype=np.float64) < share
+
+
 def check_trainable(items: pd.DataFrame, required: tuple[str, ...] = SPLITS, *, what: str = "snapshot") -> None:
     """Raise :class:`TrainingDataError` unless every split of ``required`` has normal and abnormal studies.
 
@@ -451,6 +480,11 @@ def collect_items(engine: Engine, config: SnapshotConfig) -> tuple[pd.DataFrame,
     items = chosen.join(info, how="inner").reset_index()
     no_key = items["patient_key"].isna()
     items.loc[no_key, "patient_key"] = items.loc[no_key, "study_id"]  # no PatientID: the study is its own patient
+    if config.exclude_reserved and len(items):
+        reserved = reserved_for_testing(items["patient_key"], config.reserve_share, config.reserve_salt)
+        if reserved.any():
+            items = items.loc[~reserved].reset_index(drop=True)
+            excluded["reserved_for_testing"] = int(reserved.sum())
     items["label"] = items["label"].astype(int)
     items["weight"] = items["weight"].astype(float)
     items["split"] = assign_splits(

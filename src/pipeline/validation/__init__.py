@@ -3,7 +3,7 @@
 Then the human steps: :func:`promote` (only a passed validation, only with an approver), :func:`reject`
 and :func:`rollback`, each recorded on the versions in MLflow and in the audit trail (``model_events``)::
 
-    build_test_sets(engine)                      # once, and again when the labels have grown
+    build_test_sets(engine)                      # once; each validation then follows the served population
     verdict = validate(engine, "normal-filter", "candidate")
     record_verdict(engine, verdict)              # tags, JSON and HTML report on the version
     promote(engine, "normal-filter", verdict.candidate, approver="release-manager")
@@ -18,12 +18,19 @@ from pipeline.validation.testsets import (
     REGRESSION,
     TYPICAL_ERRORS,
     UNUSUAL,
+    ServedUnit,
     TestSet,
     TestSetConfig,
     TestSetNotFound,
     build_test_sets,
+    current_test_sets,
+    follow_served_population,
+    freeze_test_sets,
     latest_test_sets,
     load_test_set,
+    served_population,
+    test_set_versions,
+    unfreeze_test_sets,
 )
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "Event",
     "PromotionRefused",
     "RoleChange",
+    "ServedUnit",
     "TestSet",
     "TestSetConfig",
     "TestSetNotFound",
@@ -45,7 +53,10 @@ __all__ = [
     "ValidationError",
     "Verdict",
     "build_test_sets",
+    "current_test_sets",
     "events",
+    "follow_served_population",
+    "freeze_test_sets",
     "latest_test_sets",
     "load_test_set",
     "promote",
@@ -53,6 +64,9 @@ __all__ = [
     "record_verdict",
     "reject",
     "rollback",
+    "served_population",
+    "test_set_versions",
+    "unfreeze_test_sets",
     "validate",
     "validated_version",
 ]

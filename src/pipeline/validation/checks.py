@@ -9,7 +9,7 @@ so the business value (the share of normals filtered) is compared like with like
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,11 +21,26 @@ from scipy import stats as sps
 
 from pipeline.drift import platt_scaling
 from pipeline.registry.evaluation import evaluate_probs
-from pipeline.validation.stats import OperatingPoint, delong, sensitivity_threshold
-from pipeline.validation.testsets import REAL_BALANCE, REGRESSION, TYPICAL_ERRORS, UNUSUAL
+from pipeline.validation.stats import (
+    OperatingPoint,
+    below_target,
+    clopper_pearson_interval,
+    delong,
+    sensitivity_threshold,
+)
+from pipeline.validation.testsets import (
+    EVIDENCE_POSITIVES,
+    REAL_BALANCE,
+    REGRESSION,
+    TYPICAL_ERRORS,
+    UNUSUAL,
+    ServedUnit,
+)
 
 CANDIDATE, CHAMPION = "prob_candidate", "prob_champion"
 SUBGROUPS = ("site", "manufacturer", "age_band", "patient_sex", "view_position")
+#: The column naming a study's scanner (manufacturer and model) in the scored frames.
+SCANNER = "scanner"
 Status = Literal["pass", "fail", "n/a"]
 
 
@@ -47,6 +62,12 @@ class ValidationConfig(BaseModel):
         confident_normal_fraction: "called normal with confidence" is a probability below this share of the threshold.
         unusual_margin: the share of the unusual studies that must reach a radiologist (abnormal or unusable)
             closed as normal may grow at most this much.
+        min_positives: every served site and scanner needs this many labeled abnormal studies in the test sets, or
+            the verdict fails with "insufficient evidence at <site>". With 40, a candidate whose sensitivity there
+            has fallen to 0.85 is caught with probability 0.95 (0.78 at 0.90) by the exact test against the site's
+            target of 0.99, whether the site is judged alone or, Holm-corrected, among six served sites and
+            scanners; one exactly at the target is failed with probability 0.007 (``stats.detection_power``; with
+            30 the power among six falls to 0.85). A 0.99 lower bound would need 299.
         max_latency_ms: per study, batch of one, on the validating machine.
         max_memory_mb: the model's parameters and buffers.
         reproduce_atol: the loaded model's logits on its stored input example may differ this much at most.
@@ -68,6 +89,7 @@ class ValidationConfig(BaseModel):
     subgroup_min_class: int = Field(5, ge=2)
     confident_normal_fraction: float = Field(0.5, gt=0.0, le=1.0)
     unusual_margin: float = Field(0.05, ge=0.0)
+    min_positives: int = Field(EVIDENCE_POSITIVES, ge=1)
     max_latency_ms: float = Field(2000.0, gt=0.0)
     max_memory_mb: float = Field(1024.0, gt=0.0)
     reproduce_atol: float = Field(1e-4, gt=0.0)
@@ -316,6 +338,111 @@ def subgroup_check(frame: pd.DataFrame, thresholds: Thresholds, config: Validati
     return Check("subgroups", _ok(not worse), summary, {"subgroups": rows, "margin": config.subgroup_margin})
 
 
+def evidence_check(
+    frame: pd.DataFrame, thresholds: Thresholds, served: Sequence[ServedUnit], config: ValidationConfig
+) -> Check:
+    """Every served site and scanner has its evidence, and the candidate is safe there whatever the pooled figures say.
+
+    ``frame`` is ``regression`` and the real-balance sets together (one row per study, with ``site`` and
+    ``scanner``); ``served`` the sites and scanners the champion serves (every site in ``frame`` when empty).
+    Each unit fails for one of: fewer than ``min_positives`` labeled abnormal studies ("insufficient evidence
+    at <site>"); a ranking worse than the champion's there (AUROC down more than ``subgroup_margin`` and DeLong's
+    upper bound below 0: a model blind at one scanner, whose pooled threshold falls to rescue it); a
+    sensitivity at the deployed thresholds more than ``subgroup_margin`` below the champion's on
+    the same abnormal studies with McNemar's exact test significant; or a sensitivity significantly below the
+    site's target at the threshold the candidate would use there (exact one-sided binomial test, Holm-corrected
+    over the units, so that a candidate at its target everywhere fails none of them at more than the gate's
+    ``1 - confidence``, however many sites it serves). Each unit's
+    row has its studies, abnormal studies, both sensitivities and the candidate's exact interval.
+    """
+    units = list(served) or [ServedUnit(str(site), None, 0) for site in sorted(frame["site"].astype(str).unique())]
+    alpha = 1.0 - config.confidence
+    sites = frame["site"].astype(str)
+    caught = {
+        which: frame[which].to_numpy() >= thresholds.for_rows(frame["site"], which) for which in (CANDIDATE, CHAMPION)
+    }
+    positive = frame["label"].to_numpy() == 1
+    rows: list[dict[str, Any]] = []
+    for unit in units:
+        mask = (sites == unit.site).to_numpy()
+        if unit.scanner is not None:
+            mask = mask & (frame[SCANNER].astype(str) == unit.scanner).to_numpy()
+        hits = positive & mask
+        n_pos = int(hits.sum())
+        target = config.sensitivity_target_by_site.get(unit.site, config.sensitivity_target)
+        threshold = float(thresholds.for_rows(pd.Series([unit.site]), CANDIDATE)[0])
+        row: dict[str, Any] = {
+            "site": unit.site,
+            "scanner": unit.scanner,
+            "served_studies": unit.studies,
+            "studies": int(mask.sum()),
+            "abnormal": n_pos,
+            "target": target,
+            "threshold": threshold,
+            "problem": "",
+        }
+        if n_pos < config.min_positives:
+            row["problem"] = (
+                f"insufficient evidence at {unit.where}: {n_pos} labeled abnormal studies in the test sets, "
+                f"{config.min_positives} needed"
+            )
+            rows.append(row)
+            continue
+        part = frame.loc[mask]
+        if _both_classes(part, config.subgroup_min_class):
+            paired = delong(part["label"], part[CANDIDATE], part[CHAMPION])
+            upper = paired.ci(1.0 - 2.0 * alpha)[1]  # the one-sided upper bound at ``confidence``
+            row |= {"auroc_candidate": paired.auroc_a, "auroc_champion": paired.auroc_b, "auroc_upper_bound": upper}
+            if paired.difference < -config.subgroup_margin and upper < 0.0:
+                row["problem"] = (
+                    f"the candidate ranks studies at {unit.where} worse than the champion: AUROC {paired.auroc_a:.3f} "
+                    f"vs {paired.auroc_b:.3f} (upper bound of the difference {upper:+.3f})"
+                )
+        mine, theirs = caught[CANDIDATE][hits], caught[CHAMPION][hits]
+        k = int(mine.sum())
+        low, high = clopper_pearson_interval(k, n_pos, config.confidence)
+        worse, p_paired = missed_more(mine, theirs, config.subgroup_margin, alpha)
+        p_target = below_target(k, n_pos, target, config.confidence)[1]
+        row |= {
+            "sensitivity_candidate": k / n_pos,
+            "sensitivity_low": low,
+            "sensitivity_high": high,
+            "sensitivity_champion": float(theirs.mean()),
+            "p_paired": p_paired,
+            "p_target": p_target,
+        }
+        if worse and not row["problem"]:
+            row["problem"] = (
+                f"sensitivity at {unit.where} {k / n_pos:.3f} vs champion {theirs.mean():.3f} on the same {n_pos} "
+                f"abnormal studies (McNemar p={p_paired:.2g})"
+            )
+        rows.append(row)
+    judged = sorted((r for r in rows if "p_target" in r), key=lambda r: r["p_target"])
+    for rank, row in enumerate(judged):  # Holm's step-down: stop at the first p-value that is not small enough
+        if row["p_target"] >= alpha / (len(judged) - rank):
+            break
+        row["problem"] = row["problem"] or (
+            f"sensitivity at {ServedUnit(row['site'], row['scanner'], 0).where} {row['sensitivity_candidate']:.3f} "
+            f"[{row['sensitivity_low']:.3f}, {row['sensitivity_high']:.3f}] is below its target {row['target']} at "
+            f"threshold {row['threshold']:.4f} (exact p={row['p_target']:.2g}, Holm over {len(judged)})"
+        )
+    failing = [r for r in rows if r["problem"]]
+    numbers = {"units": rows, "min_positives": config.min_positives, "margin": config.subgroup_margin}
+    n_sites = sum(r["scanner"] is None for r in rows)
+    if failing:
+        summary = f"{len(failing)} of {len(rows)} served sites and scanners fail: " + "; ".join(
+            r["problem"] for r in failing
+        )
+        return Check("site_evidence", "fail", summary, numbers)
+    lowest = min(rows, key=lambda r: r["sensitivity_candidate"])
+    summary = (
+        f"{n_sites} sites and {len(rows) - n_sites} scanners served, each with >= {config.min_positives} labeled "
+        f"abnormal studies; lowest sensitivity {lowest['sensitivity_candidate']:.3f} "
+        f"[{lowest['sensitivity_low']:.3f}, {lowest['sensitivity_high']:.3f}] at {ServedUnit(lowest['site'], lowest['scanner'], 0).where}"
+    )
+    return Check("site_evidence", "pass", summary, numbers)
+
+
 def typical_errors_check(errors: pd.DataFrame, thresholds: Thresholds) -> Check:
     """On the champion's confirmed errors, the candidate makes fewer (or none where the champion makes none)."""
     if errors.empty:
@@ -406,8 +533,13 @@ def age_band(ages: pd.Series, edges: tuple[float, ...]) -> pd.Series:
     return bands.astype(object).where(bands.notna(), "unknown").astype(str)
 
 
-def clinical_checks(sets: Mapping[str, pd.DataFrame], config: ValidationConfig) -> tuple[list[Check], Thresholds]:
+def clinical_checks(
+    sets: Mapping[str, pd.DataFrame], config: ValidationConfig, served: Sequence[ServedUnit] = ()
+) -> tuple[list[Check], Thresholds]:
     """Run every clinical check on the scored sets (by name); return the checks and the operating points.
+
+    ``served`` is the population the champion serves (sites and scanners) whose evidence is checked; every
+    site of the sets when empty. The frames need a ``scanner`` column for scanner units.
 
     Raises:
         ValueError: the regression set is missing or lacks a class (nothing can be judged without it).
@@ -429,6 +561,7 @@ def clinical_checks(sets: Mapping[str, pd.DataFrame], config: ValidationConfig) 
     checks.append(calibration_check(regression, thresholds, config))
     everything = pd.concat([regression, real_balance], ignore_index=True).drop_duplicates("study_id")
     checks.append(subgroup_check(everything.reset_index(drop=True), thresholds, config))
+    checks.append(evidence_check(everything.reset_index(drop=True), thresholds, served, config))
     checks.append(typical_errors_check(sets.get(TYPICAL_ERRORS, regression.iloc[:0]), thresholds))
     checks.append(unusual_check(sets.get(UNUSUAL, regression.iloc[:0]), thresholds, config))
     return checks, thresholds

@@ -282,6 +282,40 @@ def min_trials(target: float, confidence: float = 0.95) -> int:
     return n
 
 
+def clopper_pearson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the two-sided exact (Clopper-Pearson) interval of a proportion at ``confidence``.
+
+    Raises:
+        ValueError: as :func:`clopper_pearson_lower`.
+    """
+    clopper_pearson_lower(successes, trials, confidence)  # the checks
+    ci = sps.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def below_target(successes: int, trials: int, target: float, confidence: float = 0.95) -> tuple[bool, float]:
+    """Whether a proportion is significantly below ``target`` (exact one-sided binomial test), and its p-value.
+
+    The same as the one-sided upper Clopper-Pearson bound at ``confidence`` lying below the target.
+    """
+    clopper_pearson_lower(successes, trials, confidence)  # the checks
+    p = float(sps.binomtest(int(successes), int(trials), _open_unit(target, "target"), alternative="less").pvalue)
+    return p < 1.0 - confidence, p
+
+
+def detection_power(trials: int, target: float, sensitivity: float, confidence: float = 0.95) -> float:
+    """Return the chance that :func:`below_target` flags a proportion whose true value is ``sensitivity``.
+
+    With ``trials`` labeled abnormal studies at a site, the probability that a model catching each with
+    probability ``sensitivity`` shows significantly fewer than ``target`` caught (what the gate's minimum of
+    evidence is chosen by; at ``sensitivity == target`` it is the chance of a false alarm, at most
+    ``1 - confidence``).
+    """
+    n = int(trials)
+    flagged = [k for k in range(n + 1) if below_target(k, n, target, confidence)[0]]
+    return float(sps.binom.cdf(max(flagged), n, sensitivity)) if flagged else 0.0
+
+
 # --- Operating point ----------------------------------------------------------------------------------------------
 
 

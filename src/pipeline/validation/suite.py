@@ -1,7 +1,7 @@
 """The validation suite: a candidate version against the champion on the fixed test sets, with a verdict.
 
-:func:`validate` loads both versions from the registry, takes the latest stored test sets (building
-them on first use), leaves out the patients either model was trained or tuned on, scores every test
+:func:`validate` loads both versions from the registry, brings the stored test sets up to the population
+the champion serves (building them on first use; ``testsets.follow_served_population``), leaves out the patients either model was trained or tuned on, scores every test
 study with both models, runs the clinical checks (``pipeline.validation.checks``) and the technical
 ones (latency, memory, the loaded model reproducing its training-time outputs), and returns a
 :class:`Verdict`: passed only when no check failed. :func:`record_verdict` writes it onto the version
@@ -45,6 +45,7 @@ from pipeline.training.transforms import UNREADABLE_KEY, PrepareStudyd, finish
 from pipeline.validation.audit import record_event
 from pipeline.validation.checks import (
     CANDIDATE,
+    SCANNER,
     Check,
     Thresholds,
     ValidationConfig,
@@ -54,7 +55,7 @@ from pipeline.validation.checks import (
 from pipeline.validation.checks import (
     CHAMPION as CHAMPION_COLUMN,
 )
-from pipeline.validation.testsets import REGRESSION, TestSet, TestSetConfig, build_test_sets, latest_test_sets
+from pipeline.validation.testsets import REGRESSION, TestSetConfig, follow_served_population, scanner_name
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Verdict:
     studies: int
     left_out: dict[str, int] = field(default_factory=dict)  # seen in training, unreadable
     validated_at: str = ""
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # per served site and scanner
+    test_set_changes: list[str] = field(default_factory=list)  # what following the served population changed
     curves: dict[str, Any] = field(default_factory=dict, repr=False)  # what the report plots
 
     @property
@@ -101,13 +104,36 @@ class Verdict:
             f"{sum(c.status == 'n/a' for c in self.checks)} not applicable; {self.studies} test studies)"
         )
         marks = {"pass": "PASS", "fail": "FAIL", "n/a": "n/a "}
-        return "\n".join([head, *(f"  {marks[c.status]} {c.name}: {c.summary}" for c in self.checks)])
+        lines = [head, *(f"  {marks[c.status]} {c.name}: {c.summary}" for c in self.checks)]
+        if self.evidence:
+            lines.append("  evidence per served site and scanner:")
+            lines += [f"    {evidence_line(row)}" for row in self.evidence]
+        return "\n".join(lines)
+
+    @property
+    def sites(self) -> list[str]:
+        """The served sites the test sets held evidence for (at least the gate's minimum of abnormal studies)."""
+        return [r["site"] for r in self.evidence if r["scanner"] is None and "sensitivity_candidate" in r]
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("curves")
         out["status"] = self.status
         return json.loads(json.dumps(out, default=_plain))
+
+
+def evidence_line(row: Mapping[str, Any]) -> str:
+    """Return one served site's or scanner's evidence in words: studies, abnormal, sensitivity with its interval."""
+    where = row["site"] if row.get("scanner") is None else f"{row['site']} ({row['scanner']})"
+    head = f"{where}: {row['studies']} studies, {row['abnormal']} abnormal"
+    if "sensitivity_candidate" not in row:
+        return f"{head}: {row['problem']}"
+    tail = f" - FAIL: {row['problem']}" if row.get("problem") else ""
+    return (
+        f"{head}, sensitivity {row['sensitivity_candidate']:.3f} [{row['sensitivity_low']:.3f}, "
+        f"{row['sensitivity_high']:.3f}] vs champion {row['sensitivity_champion']:.3f} at threshold "
+        f"{row['threshold']:.4f} (target {row['target']}){tail}"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -222,6 +248,7 @@ def _subgroups(engine: Engine, ids: list[str], config: ValidationConfig) -> pd.D
     query = sa.select(
         studies.c.study_id,
         studies.c.manufacturer,
+        studies.c.model_name,
         studies.c.patient_sex,
         studies.c.view_position,
         studies.c.patient_age_years,
@@ -233,9 +260,10 @@ def _subgroups(engine: Engine, ids: list[str], config: ValidationConfig) -> pd.D
             frames.append(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
     facts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["study_id"])
     facts["age_band"] = age_band(facts["patient_age_years"], config.age_bands)
+    facts[SCANNER] = [scanner_name(m, n) for m, n in zip(facts["manufacturer"], facts["model_name"], strict=True)]
     for c in ("manufacturer", "patient_sex", "view_position"):
         facts[c] = facts[c].fillna("unknown").astype(str)
-    return facts.drop(columns=["patient_age_years"]).set_index("study_id")
+    return facts.drop(columns=["patient_age_years", "model_name"]).set_index("study_id")
 
 
 def _images(uris: Mapping[str, str], image_size: int, progress: Callable[[str], None]) -> dict[str, torch.Tensor]:
@@ -293,7 +321,10 @@ def validate(
     version, against = _resolve(model_name, candidate, champion)
     info = _model_info(model_name, version)
     _model_info(model_name, against)
-    sets: dict[str, TestSet] = latest_test_sets(engine) or build_test_sets(engine, test_set_config)
+    following = follow_served_population(engine, test_set_config)
+    sets = following.sets
+    for note in following.changes + following.blocked:
+        say(f"test sets: {note}")
     if REGRESSION not in sets or sets[REGRESSION].items.empty:
         raise ValidationError("the regression test set is empty: the store holds no labeled studies to validate on")
     seen = _seen_patients(model_name, version, engine) | _seen_patients(model_name, against, engine)
@@ -331,7 +362,7 @@ def validate(
         )
         scored[name] = frame.reset_index(drop=True)
     try:
-        checks, thresholds = clinical_checks(scored, config)
+        checks, thresholds = clinical_checks(scored, config, following.served)
     except ValueError as error:
         raise ValidationError(str(error)) from error
     checks += _technical(loaded[CANDIDATE], info, [candidate_images[i] for i in sorted(readable)], config)
@@ -348,6 +379,8 @@ def validate(
         left_out=left_out,
         validated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         curves=_curves(scored[REGRESSION]) | {"thresholds": _threshold_pair(thresholds)},
+        evidence=next(c.numbers["units"] for c in checks if c.name == "site_evidence"),
+        test_set_changes=following.changes + following.blocked,
     )
     say(verdict.summary())
     return verdict
@@ -381,6 +414,8 @@ def record_verdict(engine: Engine, verdict: Verdict, *, report_dir: Path | None 
         "validated_against": verdict.champion,
         "validated_at": verdict.validated_at,
         "validation_failed_checks": ",".join(c.name for c in verdict.failed_checks) or "none",
+        "validation_sites": ",".join(verdict.sites) or "none",
+        "validation_evidence": "\n".join(evidence_line(r) for r in verdict.evidence)[:4900] or "none",
     }
     for key, value in tags.items():
         client.set_model_version_tag(verdict.model_name, verdict.candidate, key, value)
@@ -390,6 +425,7 @@ def record_verdict(engine: Engine, verdict: Verdict, *, report_dir: Path | None 
         "threshold": round(verdict.threshold, 6),
         "failed": [c.name for c in verdict.failed_checks],
         "test_sets": verdict.test_sets,
+        "sites": verdict.sites,
     }
     record_event(engine, verdict.model_name, verdict.candidate, "validated", "validation-suite", detail, once=True)
     log.info("recorded the verdict %s on %s version %s", verdict.status, verdict.model_name, verdict.candidate)

@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.selection import SelectionConfig, duplicate_radius, pick, score_candidates, spread
 from pipeline.store.schema import Pick
+from pipeline.training.snapshot import reserved_for_testing
+from pipeline.validation import ServedUnit
 from tests.factories import inference_log_rows
 
 
@@ -95,3 +97,31 @@ def test_uncertain_picks_are_more_uncertain_than_the_rest():
 def test_bad_configuration_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SelectionConfig(**kwargs)
+
+
+def test_a_site_short_of_evidence_gets_a_sample_of_its_reserved_patients_and_training_picks_skip_them():
+    frame = candidates(600, seed=3)
+    frame["patient_key"] = frame["study_id"]
+    frame["reserved"] = reserved_for_testing(frame["patient_key"])
+    assert 0.15 < frame["reserved"].mean() < 0.35
+    config = SelectionConfig(budget=50)
+    drifting = {"riverside": "alert-1"}
+    frame["scanner"] = "Carestream DRX-Evolution"
+    scored = score_candidates(frame, drifting, config, short={ServedUnit("riverside", None, 200): 12})
+    picks = pick(scored, 50, config, np.random.default_rng(0))
+
+    evidence = picks[picks["strategy"] == "evidence"]
+    assert len(evidence) == round(config.evidence_share * 50)
+    chosen = frame.set_index("study_id").loc[evidence["study_id"]]
+    assert (chosen["site"] == "riverside").all() and chosen["reserved"].all()
+    assert chosen["final_abnormal"].isna().all()  # no radiologist's outcome yet: the label is news
+    assert json.loads(evidence["reasons"].iloc[0])["evidence"] == {
+        "for": "riverside",
+        "abnormal_in_evidence": 12,
+        "needed": 40,
+    }
+    training = picks[picks["strategy"].isin(["error", "uncertain", "drift"])]
+    assert not frame.set_index("study_id").loc[training["study_id"], "reserved"].any()
+
+    enough = pick(score_candidates(frame, drifting, config, short={}), 50, config, np.random.default_rng(0))
+    assert "evidence" not in set(enough["strategy"])  # evidence enough: the whole budget trains

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from pipeline.training import SnapshotConfig, TrainingDataError, check_trainable
-from pipeline.training.snapshot import assign_splits, choose_labels, content_hash, resolve_labels
+from pipeline.training.snapshot import (
+    assign_splits,
+    choose_labels,
+    content_hash,
+    reserved_for_testing,
+    resolve_labels,
+)
 
 
 def votes(*rows: tuple[str, str, str, bool | None, bool]) -> pd.DataFrame:
@@ -149,3 +155,23 @@ def test_a_single_class_split_is_refused_naming_it():
         check_trainable(normal_val)
     assert "training split" not in str(caught.value) and "test split" not in str(caught.value)
     check_trainable(items)  # both classes everywhere: no error
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_patients_reservation_depends_on_its_key_alone(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789-_ äöüé\x1f")
+    keys = list({"".join(rng.choice(alphabet, size=rng.integers(1, 40))) for _ in range(60)})
+    together = reserved_for_testing(keys)
+    alone = [bool(reserved_for_testing([k])[0]) for k in keys]
+    assert together.tolist() == alone
+    assert reserved_for_testing(list(reversed(keys))).tolist() == list(reversed(alone))
+    assert not reserved_for_testing(keys, share=0.0).any()
+
+
+def test_a_quarter_of_patients_is_reserved_and_another_salt_reserves_others() -> None:
+    keys = [f"patient-{i}" for i in range(20000)]
+    reserved = reserved_for_testing(keys)
+    assert abs(reserved.mean() - 0.25) < 0.015
+    other = reserved_for_testing(keys, salt="another")
+    assert abs((reserved & other).mean() - 0.25 * 0.25) < 0.01  # independent draws

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from pipeline.validation.checks import CANDIDATE, CHAMPION, ValidationConfig, age_band, clinical_checks
-from pipeline.validation.testsets import REGRESSION, TYPICAL_ERRORS, UNUSUAL, TestSetConfig, draw_test_sets
+from pipeline.validation.testsets import (
+    REGRESSION,
+    TYPICAL_ERRORS,
+    UNUSUAL,
+    ServedUnit,
+    TestSetConfig,
+    draw_test_sets,
+)
 
 CONFIG = ValidationConfig(sensitivity_target=0.95)
 SITES = ("a", "b", "c")
@@ -196,3 +203,70 @@ def test_a_site_whose_notion_of_normal_differs_gets_its_own_threshold() -> None:
     at_c = regression[regression["site"] == "c"]
     caught = (at_c[CANDIDATE] >= thresholds.candidate_by_site["c"])[at_c["label"] == 1].mean()
     assert 0.75 <= caught < 0.95
+
+
+def _evidence(sets: dict[str, pd.DataFrame], served: list[ServedUnit], config: ValidationConfig = CONFIG):  # type: ignore[no-untyped-def]
+    checks, _ = clinical_checks(sets, config, served)
+    return next(c for c in checks if c.name == "site_evidence")
+
+
+def _with_scanners(sets: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    return {n: f.assign(scanner=f["manufacturer"] + " M1") for n, f in sets.items()}
+
+
+SERVED = [ServedUnit(s, None, 100) for s in SITES] + [ServedUnit("c", f"{m} M1", 50) for m in ("Agfa", "Siemens")]
+
+
+def test_every_served_site_and_scanner_is_judged_on_its_own_evidence() -> None:
+    evidence = _evidence(_with_scanners(_sets(lambda f, rng: _scores(f["label"].to_numpy(), 2.6, rng))), SERVED)
+
+    assert evidence.status == "pass", evidence.summary
+    rows = {(r["site"], r["scanner"]): r for r in evidence.numbers["units"]}
+    assert set(rows) == {(u.site, u.scanner) for u in SERVED}
+    for row in rows.values():
+        assert row["abnormal"] >= CONFIG.min_positives
+        assert row["sensitivity_low"] <= row["sensitivity_candidate"] <= row["sensitivity_high"]
+    assert rows[("c", None)]["abnormal"] == rows[("c", "Agfa M1")]["abnormal"] + rows[("c", "Siemens M1")]["abnormal"]
+
+
+def test_a_served_site_the_test_sets_lack_fails_for_insufficient_evidence_naming_it() -> None:
+    sets = _with_scanners(_sets(lambda f, rng: _scores(f["label"].to_numpy(), 2.6, rng)))
+    served = [*SERVED, ServedUnit("riverside", None, 80)]
+    evidence = _evidence(sets, served)
+    assert evidence.failed
+    assert (
+        "insufficient evidence at riverside: 0 labeled abnormal studies in the test sets, 40 needed" in evidence.summary
+    )
+
+    few = {n: f[~((f["site"] == "c") & (f["label"] == 1))] for n, f in sets.items()}  # c keeps no abnormal study
+    few[REGRESSION] = pd.concat(
+        [
+            few[REGRESSION],
+            sets[REGRESSION][(sets[REGRESSION]["site"] == "c") & (sets[REGRESSION]["label"] == 1)].head(39),
+        ]
+    )
+    assert "insufficient evidence at c: 39 labeled abnormal" in _evidence(few, SERVED).summary
+
+
+def test_a_model_blind_at_one_scanner_of_one_site_fails_naming_that_scanner_whatever_the_pooled_figures_say() -> None:
+    def blind_at_c_siemens(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        good = _scores(frame["label"].to_numpy(), 2.6, rng)
+        return np.where((frame["site"] == "c") & (frame["manufacturer"] == "Siemens"), 0.0001, good)
+
+    sets = _with_scanners(_sets(blind_at_c_siemens))
+    evidence = _evidence(sets, SERVED)
+    assert evidence.failed
+    failing = {(r["site"], r["scanner"]) for r in evidence.numbers["units"] if r["problem"]}
+    assert ("c", "Siemens M1") in failing and ("a", None) not in failing and ("c", "Agfa M1") not in failing
+    assert "ranks studies at c (Siemens M1) worse than the champion: AUROC 0.5" in evidence.summary
+
+
+def test_a_candidate_below_a_sites_own_target_fails_there_at_the_threshold_it_would_use() -> None:
+    def weak_at_a(frame: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        good = _scores(frame["label"].to_numpy(), 2.6, rng)
+        return np.where(frame["site"] == "a", _scores(frame["label"].to_numpy(), 2.0, rng), good)
+
+    strict = CONFIG.model_copy(update={"sensitivity_target_by_site": {"a": 0.999}})
+    evidence = _evidence(_with_scanners(_sets(weak_at_a)), SERVED, strict)
+    row = next(r for r in evidence.numbers["units"] if r["site"] == "a" and r["scanner"] is None)
+    assert evidence.failed and row["target"] == 0.999 and "below its target 0.999" in row["problem"]

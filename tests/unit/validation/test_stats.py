@@ -9,10 +9,14 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from pipeline.validation.checks import ValidationConfig
 from pipeline.validation.stats import (
+    below_target,
     bootstrap_difference,
+    clopper_pearson_interval,
     clopper_pearson_lower,
     delong,
+    detection_power,
     metrics_at,
     min_trials,
     non_inferior,
@@ -317,3 +321,24 @@ def test_bootstrap_difference_rejects_bad_inputs() -> None:
         bootstrap_difference(labels, a, b, auroc, n_boot=0, rng=0)
     with pytest.raises(ValueError, match="not finite"):
         bootstrap_difference(labels, a, b, lambda y, s: float("nan"), n_boot=5, rng=0)
+
+
+def test_below_target_is_the_exact_one_sided_test_and_its_interval_agrees() -> None:
+    for k, n in ((28, 30), (37, 40), (39, 40), (0, 5)):
+        low, high = clopper_pearson_interval(k, n, 0.9)
+        flagged, p = below_target(k, n, 0.99, 0.95)
+        assert p == pytest.approx(stats.binom.cdf(k, n, 0.99))
+        assert flagged == (high < 0.99)  # the two-sided 90% interval's upper end is the one-sided 95% bound
+        assert low == pytest.approx(clopper_pearson_lower(k, n, 0.95))
+    with pytest.raises(ValueError, match="successes must lie"):
+        below_target(5, 4, 0.99)
+
+
+def test_the_gates_minimum_of_evidence_catches_a_fall_in_sensitivity_with_high_probability() -> None:
+    default = ValidationConfig().min_positives
+    for units in (1, 6):  # a site judged alone, or Holm-corrected among six served sites and scanners
+        level = 1 - 0.05 / units
+        assert detection_power(default, 0.99, 0.85, level) >= 0.95
+        assert detection_power(default, 0.99, 0.99, level) <= 0.01  # a candidate at its target is not failed
+    assert detection_power(30, 0.99, 0.85, 1 - 0.05 / 6) < 0.9  # why not fewer
+    assert detection_power(default, 0.99, 0.85) > detection_power(default, 0.99, 0.95)  # the bigger the fall
