@@ -297,10 +297,8 @@ def score_candidates(
 
     no_outcome = out["final_abnormal"].isna().to_numpy(dtype=bool)
     wanted: list[dict[str, object] | None] = [None] * len(out)
-    scanners = out["scanner"] if "scanner" in out else pd.Series("", index=out.index)
     for unit, have in (short or {}).items():
-        at = (out["site"] == unit.site) & (scanners == unit.scanner if unit.scanner is not None else True)
-        for i in np.flatnonzero(at.to_numpy(dtype=bool) & reserved & no_outcome):
+        for i in np.flatnonzero(unit.matches(out) & reserved & no_outcome):
             wanted[i] = wanted[i] or {
                 "for": unit.where,
                 "abnormal_in_evidence": have,

@@ -39,8 +39,6 @@ from pipeline.validation.testsets import (
 
 CANDIDATE, CHAMPION = "prob_candidate", "prob_champion"
 SUBGROUPS = ("site", "manufacturer", "age_band", "patient_sex", "view_position")
-#: The column naming a study's scanner (manufacturer and model) in the scored frames.
-SCANNER = "scanner"
 Status = Literal["pass", "fail", "n/a"]
 
 
@@ -357,16 +355,13 @@ def evidence_check(
     """
     units = list(served) or [ServedUnit(str(site), None, 0) for site in sorted(frame["site"].astype(str).unique())]
     alpha = 1.0 - config.confidence
-    sites = frame["site"].astype(str)
     caught = {
         which: frame[which].to_numpy() >= thresholds.for_rows(frame["site"], which) for which in (CANDIDATE, CHAMPION)
     }
     positive = frame["label"].to_numpy() == 1
     rows: list[dict[str, Any]] = []
     for unit in units:
-        mask = (sites == unit.site).to_numpy()
-        if unit.scanner is not None:
-            mask = mask & (frame[SCANNER].astype(str) == unit.scanner).to_numpy()
+        mask = unit.matches(frame)
         hits = positive & mask
         n_pos = int(hits.sum())
         target = config.sensitivity_target_by_site.get(unit.site, config.sensitivity_target)

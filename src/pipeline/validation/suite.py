@@ -45,7 +45,6 @@ from pipeline.training.transforms import UNREADABLE_KEY, PrepareStudyd, finish
 from pipeline.validation.audit import record_event
 from pipeline.validation.checks import (
     CANDIDATE,
-    SCANNER,
     Check,
     Thresholds,
     ValidationConfig,
@@ -55,7 +54,7 @@ from pipeline.validation.checks import (
 from pipeline.validation.checks import (
     CHAMPION as CHAMPION_COLUMN,
 )
-from pipeline.validation.testsets import REGRESSION, TestSetConfig, follow_served_population, scanner_name
+from pipeline.validation.testsets import REGRESSION, SCANNER, TestSetConfig, follow_served_population, scanner_name
 
 log = logging.getLogger(__name__)
 

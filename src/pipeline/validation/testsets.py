@@ -65,6 +65,8 @@ ITEM_COLUMNS = ("study_id", "dicom_uri", "label", "site", "patient_key", "reason
 #: Labeled abnormal studies every served site and scanner needs in the test sets: the gate's default minimum
 #: (``ValidationConfig.min_positives`` says how it was chosen), what the sets fill towards and retraining waits for.
 EVIDENCE_POSITIVES = 40
+#: The column naming a study's scanner (manufacturer and model, :func:`scanner_name`) wherever units are matched.
+SCANNER = "scanner"
 
 
 class TestSetNotFound(LookupError):
@@ -143,6 +145,13 @@ class ServedUnit:
     @property
     def where(self) -> str:
         return self.site if self.scanner is None else f"{self.site} ({self.scanner})"
+
+    def matches(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return which rows of ``frame`` (columns ``site``, and ``scanner`` for a scanner) are this unit's."""
+        mask = (frame["site"].astype(str) == self.site).to_numpy(dtype=bool)
+        if self.scanner is not None:
+            mask = mask & (frame[SCANNER].astype(str) == self.scanner).to_numpy(dtype=bool)
+        return mask
 
 
 def scanner_name(manufacturer: object, model: object) -> str:
@@ -489,9 +498,21 @@ def _with_scanner(engine: Engine, items: pd.DataFrame) -> pd.DataFrame:
     return items.assign(scanner=items["study_id"].map(names).fillna("unknown unknown"))
 
 
-def _in_unit(frame: pd.DataFrame, unit: ServedUnit) -> pd.Series:
-    mask = frame["site"].astype(str) == unit.site
-    return mask & (frame["scanner"] == unit.scanner) if unit.scanner is not None else mask
+def _evidence_and_spare(
+    engine: Engine, current: dict[str, TestSet], config: TestSetConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return the studies the gate judges evidence on (``regression`` and the real-balance sets, with their
+    scanner) and the labeled studies that could join them (reserved patients' studies no set holds, children
+    and unusable images left out; before any set is built, every labeled study: the first build draws from all)."""
+    judged = [s.items for n, s in current.items() if n == REGRESSION or n.startswith(f"{REAL_BALANCE}:")]
+    held = pd.concat(judged).drop_duplicates("study_id") if judged else pd.DataFrame(columns=list(ITEM_COLUMNS))
+    in_a_set = set(pd.concat([s.items["study_id"] for s in current.values()])) if current else set()
+    pool = labeled_pool(engine, config)
+    unusable = set(_unusable(engine, config)["study_id"])
+    child = pool["patient_age_years"].astype(float) < config.child_age
+    drawn_from = pool["reserved"] if current else True
+    spare = pool.loc[drawn_from & ~child & ~pool["study_id"].isin(in_a_set | unusable)]
+    return _with_scanner(engine, held), spare
 
 
 def follow_served_population(
@@ -511,20 +532,14 @@ def follow_served_population(
     served = served_population(engine, config) if served is None else served
     if REGRESSION not in current:
         return Following(current, served, [], [])
-    balance = [s.items for n, s in current.items() if n.startswith(f"{REAL_BALANCE}:")]
-    evidence = _with_scanner(engine, pd.concat([current[REGRESSION].items, *balance]).drop_duplicates("study_id"))
-    pool = labeled_pool(engine, config)
-    held = set(pd.concat([s.items["study_id"] for s in current.values()])) if current else set()
-    unusable = set(_unusable(engine, config)["study_id"])
-    child = pool["patient_age_years"].astype(float) < config.child_age
-    spare = pool.loc[pool["reserved"] & ~child & ~pool["study_id"].isin(held | unusable)]
+    evidence, spare = _evidence_and_spare(engine, current, config)
     added: list[pd.DataFrame] = []
     reasons: list[str] = []
     taken: set[str] = set()
     for unit in served:
-        have = evidence.loc[_in_unit(evidence, unit)]
+        have = evidence.loc[unit.matches(evidence)]
         positives = int(have["label"].sum())
-        extra = spare.loc[_in_unit(spare, unit) & ~spare["study_id"].isin(taken)]
+        extra = spare.loc[unit.matches(spare) & ~spare["study_id"].isin(taken).to_numpy()]
         if positives >= config.evidence_positives or extra.empty:
             continue
         kind = f"site {unit.site}" if unit.scanner is None else f"scanner {unit.scanner} at {unit.site}"
@@ -562,21 +577,12 @@ def follow_served_population(
 def reserved_evidence(engine: Engine, units: list[ServedUnit], config: TestSetConfig | None = None) -> dict[str, int]:
     """Return, per site or scanner (by ``ServedUnit.where``), the labeled abnormal studies its evidence can count
     on: those in the current ``regression`` and real-balance sets, and those of its reserved patients no set holds
-    yet (the next :func:`follow_served_population` adds them; children and unusable images do not count).
-    Before any set is built, every labeled study counts: the first build draws from all of them."""
+    yet (what the next :func:`follow_served_population` can add)."""
     config = config or TestSetConfig()
     if not units:
         return {}
-    current = current_test_sets(engine)
-    judged = [s.items for n, s in current.items() if n == REGRESSION or n.startswith(f"{REAL_BALANCE}:")]
-    held = pd.concat(judged).drop_duplicates("study_id") if judged else pd.DataFrame(columns=list(ITEM_COLUMNS))
-    held = _with_scanner(engine, held)
-    pool = labeled_pool(engine, config)
-    unusable = set(_unusable(engine, config)["study_id"])
-    child = pool["patient_age_years"].astype(float) < config.child_age
-    drawn_from = pool["reserved"] if current else True
-    spare = pool.loc[drawn_from & ~child & ~pool["study_id"].isin(set(held["study_id"]) | unusable)]
+    held, spare = _evidence_and_spare(engine, current_test_sets(engine), config)
     return {
-        u.where: int(held.loc[_in_unit(held, u), "label"].sum()) + int(spare.loc[_in_unit(spare, u), "label"].sum())
+        u.where: int(held.loc[u.matches(held), "label"].sum()) + int(spare.loc[u.matches(spare), "label"].sum())
         for u in units
     }
