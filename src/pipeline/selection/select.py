@@ -62,9 +62,8 @@ from pipeline.training.snapshot import reserved_for_testing
 from pipeline.validation.testsets import (
     EVIDENCE_POSITIVES,
     ServedUnit,
-    reserved_evidence,
     scanner_name,
-    served_population,
+    short_of_evidence,
 )
 
 log = logging.getLogger(__name__)
@@ -230,16 +229,6 @@ def open_drift_sites(engine: Engine) -> dict[str, str]:
     )
     with engine.connect() as conn:
         return {site: alert_id for site, alert_id in conn.execute(query.order_by(alerts.c.first_seen)).all()}
-
-
-def short_of_evidence(engine: Engine, config: SelectionConfig) -> dict[ServedUnit, int]:
-    """Return the served sites and scanners whose test sets (and the reserved labels waiting for them) hold
-    fewer than ``evidence_positives`` labeled abnormal studies, with how many they hold."""
-    if config.evidence_positives == 0 or config.evidence_share == 0:
-        return {}
-    units = served_population(engine)
-    counts = reserved_evidence(engine, units)
-    return {u: counts[u.where] for u in units if counts[u.where] < config.evidence_positives}
 
 
 def _percentile(values: pd.Series) -> np.ndarray:
@@ -489,7 +478,8 @@ def select_for_relabeling(
     already = _picked_for(engine, day)
     frame = read_candidates(engine, day, config)
     drifting = open_drift_sites(engine)
-    scored = score_candidates(frame, drifting, config, short_of_evidence(engine, config))
+    short = short_of_evidence(engine, config.evidence_positives) if config.evidence_share > 0 else {}
+    scored = score_candidates(frame, drifting, config, short)
     candidates = {str(p): int(scored[f"is_{p}"].sum()) for p in Pick} if len(scored) else {str(p): 0 for p in Pick}
     rng = np.random.default_rng([config.seed, day.toordinal()])
     chosen = pick(scored, config.budget - already, config, rng)

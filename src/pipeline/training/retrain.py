@@ -279,13 +279,12 @@ def retrain(
 def evidence_short(engine: Engine, needed: int | None = None) -> str:
     """Return, in words, the served sites and scanners with fewer labeled abnormal studies for the test sets
     than ``needed`` (default: the gate's default minimum); empty when none is short."""
-    from pipeline.validation.testsets import EVIDENCE_POSITIVES, TestSetConfig, reserved_evidence, served_population
+    from pipeline.validation.testsets import EVIDENCE_POSITIVES, short_of_evidence
 
     needed = EVIDENCE_POSITIVES if needed is None else needed
-    counts = reserved_evidence(engine, served_population(engine, TestSetConfig()))
-    short = {where: n for where, n in counts.items() if n < needed}
+    short = short_of_evidence(engine, needed)
     return "; ".join(
-        f"{where} has {n} of the {needed} labeled abnormal studies the gate needs" for where, n in short.items()
+        f"{u.where} has {n} of the {needed} labeled abnormal studies the gate needs" for u, n in short.items()
     )
 
 

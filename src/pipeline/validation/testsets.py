@@ -586,3 +586,11 @@ def reserved_evidence(engine: Engine, units: list[ServedUnit], config: TestSetCo
         u.where: int(held.loc[u.matches(held), "label"].sum()) + int(spare.loc[u.matches(spare), "label"].sum())
         for u in units
     }
+
+
+def short_of_evidence(engine: Engine, needed: int = EVIDENCE_POSITIVES) -> dict[ServedUnit, int]:
+    """Return the served sites and scanners whose evidence (:func:`reserved_evidence`) is below ``needed``
+    labeled abnormal studies, with how many they have."""
+    units = served_population(engine)
+    counts = reserved_evidence(engine, units)
+    return {u: counts[u.where] for u in units if counts[u.where] < needed}
