@@ -156,7 +156,7 @@ def _aurocs(model: object, held: pd.DataFrame) -> dict[str, float]:
     import torch
     from monai.data import DataLoader, Dataset
 
-    from pipeline.training.transforms import preprocess
+    from pipeline.model import preprocess
 
     loader = DataLoader(Dataset(_items(held), preprocess(IMAGE_SIZE)), batch_size=128)
     probs = predict_probs(model, loader, torch.device("cpu"))  # type: ignore[arg-type]

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from pipeline.inference import InferenceRequest, InferenceService
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.registry import LoadedModel
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import load_scenario
-from pipeline.training import NetConfig, NormalFilterNet
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "stable.yaml"
 

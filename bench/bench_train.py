@@ -50,10 +50,10 @@ import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.utils import set_determinism
 
+from pipeline.model import NetConfig, NormalFilterNet, PrepareStudyd, finish
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import PlannedStudy, plan_day
 from pipeline.simulate.scenario import load_scenario
-from pipeline.training import NetConfig, NormalFilterNet, PrepareStudyd, finish
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "stable.yaml"
 KEY = "k"

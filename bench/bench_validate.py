@@ -31,12 +31,11 @@ import mlflow
 import sqlalchemy as sa
 import torch
 
+from pipeline.model import NetConfig, NormalFilterNet, PrepareStudyd, finish
 from pipeline.registry import CHAMPION, ensure_experiment, log_and_register, register_candidate, set_alias
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, upgrade
-from pipeline.training import NetConfig, NormalFilterNet
-from pipeline.training.transforms import PrepareStudyd, finish
 from pipeline.validation import TestSetConfig, ValidationConfig, build_test_sets, latest_test_sets, validate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,15 +29,15 @@ from pipeline.callbacks import default_args, on_the_clock
 def ingest_inference_logs() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task
     def ingest_landed_batches() -> dict:
-        from pipeline.tasks import ingest_landed_batches
+        from pipeline.entry import production, store
 
-        return ingest_landed_batches()
+        return store.ingest_landing(production())
 
     migrate_store() >> ingest_landed_batches()
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from _assets import DRIFT_ALERT, MONITORING_WINDOW
+from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipeline.callbacks import default_args, on_the_clock
-
-MONITORING_WINDOW = Asset("pipeline://monitoring/window")
-DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 
 
 @dag(
@@ -40,15 +38,15 @@ DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 def monitor_inference() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task(outlets=[MONITORING_WINDOW])
     def check_window(data_interval_start=None, data_interval_end=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import monitor_window
+        from pipeline.entry import monitoring, production
 
-        return monitor_window(data_interval_start.isoformat(), data_interval_end.isoformat())
+        return monitoring.check_window(production(), data_interval_start, data_interval_end)
 
     @task.short_circuit
     def drift_opened(summary: dict) -> bool:  # type: ignore[type-arg]

@@ -26,14 +26,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
+from _assets import VALIDATED
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.providers.standard.sensors.date_time import DateTimeSensor
-from airflow.sdk import Asset, Param, TriggerRule, dag, task
+from airflow.sdk import Param, TriggerRule, dag, task
 
 from pipeline.callbacks import default_args
-
-VALIDATED = Asset("pipeline://models/validated")
-APPROVE, REJECT = "Approve", "Reject"
+from pipeline.entry.release import APPROVE, REJECT
 
 
 @dag(
@@ -57,23 +56,25 @@ APPROVE, REJECT = "Approve", "Reject"
 def promote_model() -> None:
     @task
     def check_validated(params=None, triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import newest_version, promotion_request
+        from pipeline.entry import production, release
 
         # validations that finish together trigger one run: the newest version supersedes the others
         announced = [str(e.extra["version"]) for e in (triggering_asset_events or {}).get(VALIDATED, [])]
-        return promotion_request(newest_version(announced) if announced else params["version"])
+        return release.promotion_request(
+            production(), release.newest_version(announced) if announced else params["version"]
+        )
 
     @task
     def start_shadow(request: dict, params=None) -> dict:  # type: ignore[no-untyped-def,type-arg]
-        from pipeline.tasks import start_shadow_period
+        from pipeline.entry import production, release
 
-        return start_shadow_period(request["version"], params.get("shadow_days"))
+        return release.start_shadow(production(), request["version"], params.get("shadow_days"))
 
     @task
     def review(request: dict, shadow: dict) -> dict:  # type: ignore[type-arg]
-        from pipeline.tasks import review_promotion
+        from pipeline.entry import production, release
 
-        return review_promotion(request, shadow)
+        return release.review(production(), request, shadow)
 
     @task.branch
     def route(reviewed: dict) -> list[str]:  # type: ignore[type-arg]
@@ -104,9 +105,11 @@ def promote_model() -> None:
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def decide(reviewed: dict, approval: dict | None) -> dict:  # type: ignore[type-arg]
-        from pipeline.tasks import decide_promotion
+        from pipeline.entry import production, release
 
-        return decide_promotion(reviewed["version"], approval, reviewed["mlflow_decision"])
+        version = reviewed["version"]
+        answer = release.answer_of(version, approval, reviewed["mlflow_decision"])
+        return release.decide(production(), version, answer)
 
     shadow >> period >> reviewed
     route(reviewed) >> [approve, decide(reviewed, approve.output)]

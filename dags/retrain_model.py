@@ -22,13 +22,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from _assets import CANDIDATE, NEW_LABELS
+from airflow.sdk import Param, dag, task
 
 from pipeline.callbacks import default_args
 from pipeline.executors import GPU_QUEUE, gpu_executor_config
-
-NEW_LABELS = Asset("pipeline://labels/new")
-CANDIDATE = Asset("pipeline://models/candidate")
 
 
 @dag(
@@ -92,17 +90,17 @@ CANDIDATE = Asset("pipeline://models/candidate")
 def retrain_model() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task(queue=GPU_QUEUE, executor_config=gpu_executor_config(), execution_timeout=timedelta(hours=12))
     def train_candidate(params=None, dag_run=None, triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import retrain_candidate
+        from pipeline.entry import production, training
 
         chosen = {k: v for k, v in params.items() if k != "sites"} | {"sites": params.get("sites") or None}
         trigger = "asset" if triggering_asset_events else "manual"
-        return retrain_candidate(chosen, trigger=trigger, run_key=f"airflow-{dag_run.run_id}")
+        return training.retrain(production(), chosen, trigger=trigger, run_key=f"airflow-{dag_run.run_id}")
 
     @task.short_circuit
     def registered(result: dict) -> bool:  # type: ignore[type-arg]

@@ -29,10 +29,10 @@ from pipeline.callbacks import default_args
 def rollback_model() -> None:
     @task
     def roll_back(params=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import rollback_champion
+        from pipeline.entry import production, release
 
         actor = getattr(dag_run, "triggering_user_name", None) or "airflow"
-        return rollback_champion(params["to"], str(actor), params["reason"])
+        return release.rollback(production(), params["to"], str(actor), params["reason"])
 
     roll_back()
 

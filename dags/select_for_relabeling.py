@@ -22,11 +22,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from _assets import DRIFT_ALERT
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pipeline.callbacks import default_args, on_the_clock
-
-DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 
 
 @dag(
@@ -58,23 +57,24 @@ DRIFT_ALERT = Asset("pipeline://monitoring/drift-alert")
 def select_for_relabeling() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task
     def select(params=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import select_studies, selection_day
+        from pipeline.entry import labeling, production
 
         events = triggering_asset_events[DRIFT_ALERT] if triggering_asset_events else []
-        day = selection_day(params.get("day"), [e.extra.get("day") for e in events], logical_date or dag_run.run_after)
-        return select_studies(day, params.get("budget"))
+        when = logical_date or dag_run.run_after
+        day = labeling.selection_day(params.get("day"), [e.extra.get("day") for e in events], when)
+        return labeling.select(production(), day, params.get("budget"))
 
     @task
     def push(selection: dict) -> dict:  # type: ignore[type-arg]
-        from pipeline.tasks import push_to_label_studio
+        from pipeline.entry import labeling, production
 
-        return push_to_label_studio()
+        return labeling.push(production())
 
     migrate_store() >> push(select())
 

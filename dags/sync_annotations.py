@@ -19,11 +19,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronTriggerTimetable, dag, task
+from _assets import NEW_LABELS
+from airflow.sdk import CronTriggerTimetable, dag, task
 
 from pipeline.callbacks import default_args, on_the_clock
-
-NEW_LABELS = Asset("pipeline://labels/new")
 
 
 @dag(
@@ -38,15 +37,15 @@ NEW_LABELS = Asset("pipeline://labels/new")
 def sync_annotations() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task
     def sync() -> dict:  # type: ignore[type-arg]
-        from pipeline.tasks import sync_labels
+        from pipeline.entry import labeling, production
 
-        return sync_labels()
+        return labeling.sync(production())
 
     @task.short_circuit
     def enough_new_labels(summary: dict) -> bool:  # type: ignore[type-arg]

@@ -17,12 +17,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from _assets import CANDIDATE, VALIDATED
+from airflow.sdk import Param, dag, task
 
 from pipeline.callbacks import default_args
-
-CANDIDATE = Asset("pipeline://models/candidate")
-VALIDATED = Asset("pipeline://models/validated")
 
 
 @dag(
@@ -48,18 +46,20 @@ VALIDATED = Asset("pipeline://models/validated")
 def validate_candidate() -> None:
     @task
     def migrate_store() -> str | None:
-        from pipeline.tasks import migrate_store
+        from pipeline.entry import production, store
 
-        return migrate_store()
+        return store.migrate(production())
 
     @task(execution_timeout=timedelta(hours=2))
     def validate(params=None, triggering_asset_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.tasks import validate_version
+        from pipeline.entry import production, release
 
         version = params["version"]
         for event in (triggering_asset_events or {}).get(CANDIDATE, []):
             version = str(event.extra.get("version", version))
-        return validate_version(version, params["champion"], params["config"])
+        summary = release.validate(production(), version, params["champion"], params["config"])
+        summary.pop("verdict")  # the whole verdict is on the version in MLflow; XCom carries the summary
+        return summary
 
     @task.short_circuit
     def passed(verdict: dict) -> bool:  # type: ignore[type-arg]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +36,13 @@ from tests.harness.shared import drop_shared_databases, shared_dir
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="pipeline-airflow-home-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 configure_airflow_env(_AIRFLOW_HOME, REPO_ROOT / "dags")
+# Airflow puts the DAG bundle's folder on sys.path when it parses DAGs (BundleDagBag): the DAG files share
+# dags/_assets.py that way. A plain DagBag, as the tests build one, does not: the folder goes on the path here.
+sys.path.append(str(REPO_ROOT / "dags"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from pipeline.stack.label_studio import LabelStudio, start_label_studio  # noqa: E402
-from pipeline.stack.mlflow_server import start_mlflow_server  # noqa: E402
+from pipeline.demo.stack.label_studio import LabelStudio, start_label_studio  # noqa: E402
+from pipeline.demo.stack.mlflow_server import start_mlflow_server  # noqa: E402
 from tests.harness.postgres import create_database, drop_database, resolve_server  # noqa: E402
 
 _STARTUP_NOTES: list[str] = []

@@ -19,14 +19,14 @@ import torch
 from filelock import FileLock
 
 from pipeline.inference import InferenceService
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.registry import LoadedModel
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import Scenario, load_scenario, with_volume
 from pipeline.simulate.world import changed_sites
 from pipeline.store import make_engine, upgrade
-from pipeline.training import NetConfig, TrainConfig
+from pipeline.training import TrainConfig
 from pipeline.training.bootstrap import _items, base_manifest, write_base_dataset
-from pipeline.training.model import NormalFilterNet
 from pipeline.training.train import train
 
 log = logging.getLogger(__name__)

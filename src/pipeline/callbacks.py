@@ -13,9 +13,11 @@ _Otherwise = TypeVar("_Otherwise")
 
 def on_task_failure(context: dict[str, Any]) -> None:
     """Report a failed task to Sentry (when ``PIPELINE_SENTRY_DSN`` is set), tagged with its DAG and task."""
-    from pipeline.alerts.sentry import task_failure_callback
+    from pipeline.alerts import task_failure_callback
+    from pipeline.resources import production
 
-    task_failure_callback(context)
+    if production().alerts.start():
+        task_failure_callback(context)
 
 
 def default_args(*, retry_delay: timedelta = timedelta(minutes=2), retries: int = 2) -> dict[str, Any]:

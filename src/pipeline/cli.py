@@ -1,8 +1,11 @@
-"""The ``pipeline`` console script: one subcommand per stage, the same functions the DAG tasks call."""
+"""The ``pipeline`` console script: one subcommand per stage, calling the same entry functions as the DAG tasks.
+
+Each command parses its options, calls one function of ``pipeline.entry`` with this process's resources, and
+formats the summary it returns; what can go wrong there is one line (``click.ClickException``), never a traceback.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ import click
 
 from pipeline.config import get_settings
 from pipeline.logs import configure_logging
+from pipeline.resources import production
 
 
 def write_json(path: Path | None, payload: Any) -> None:
@@ -36,7 +40,7 @@ def main(log_level: str | None) -> None:
 
     Configuration comes from PIPELINE_* environment variables (see `pipeline config`).
     """
-    configure_logging(log_level)
+    configure_logging(log_level or get_settings().log_level)
 
 
 @main.command("config")
@@ -59,19 +63,17 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to migrate to.")
 def db_upgrade(revision: str) -> None:
     """Create or migrate the store's tables (safe to run again)."""
-    from pipeline.store import current_revision, make_engine, upgrade
+    from pipeline.entry import store
 
-    engine = make_engine(get_settings().db_url)
-    upgrade(engine, revision)
-    click.echo(f"store at revision {current_revision(engine)}")
+    click.echo(f"store at revision {store.migrate(production(), revision)}")
 
 
 @db.command("current")
 def db_current() -> None:
     """Print the store's schema revision (empty for a new database)."""
-    from pipeline.store import current_revision, make_engine
+    from pipeline.entry import store
 
-    click.echo(current_revision(make_engine(get_settings().db_url)) or "")
+    click.echo(store.revision(production()) or "")
 
 
 @main.command()
@@ -84,17 +86,15 @@ def ingest(table_name: str, files: tuple[Path, ...], json_path: Path | None) -> 
     Bad rows are rejected with the row and field named; the rest of each batch loads.
     Exits 1 when any row was rejected.
     """
-    from pipeline.store import make_engine
-    from pipeline.store.files import ingest_file
+    from pipeline.entry import store
 
-    engine = make_engine(get_settings().db_url)
-    results = [ingest_file(engine, table_name, path) for path in files]
-    for result in results:
-        click.echo(result.summary())
-        for error in result.errors:
+    summary = store.ingest_files(production(), table_name, files)
+    for result in summary["files"]:
+        click.echo(result["summary"])
+        for error in result["errors"]:
             click.echo(f"  rejected {error}", err=True)
-    write_json(json_path, [_result_json(r) for r in results])
-    if any(r.rejected for r in results):
+    write_json(json_path, summary["files"])
+    if summary["rejected"]:
         sys.exit(1)
 
 
@@ -103,14 +103,12 @@ def ingest(table_name: str, files: tuple[Path, ...], json_path: Path | None) -> 
 @JSON_OPTION
 def ingest_landing(landing: Path | None, json_path: Path | None) -> None:
     """Load every batch file waiting in the landing folder, then move it to processed/ (or quarantine/)."""
-    from pipeline.store import make_engine
-    from pipeline.store.files import ingest_landing as run
+    from pipeline.entry import store
 
-    settings = get_settings()
-    results = run(make_engine(settings.db_url), landing or Path(settings.storage_root) / "landing")
-    for result in results:
-        click.echo(result.summary())
-    write_json(json_path, [_result_json(r) for r in results])
+    summary = store.ingest_landing(production(), landing)
+    for result in summary["files"]:
+        click.echo(result["summary"])
+    write_json(json_path, summary["files"])
 
 
 @main.command()
@@ -160,38 +158,31 @@ def simulate(
     (the registered model by alias) scores each study and logs it. Deterministic for a seed;
     simulating a day again changes nothing.
     """
-    from pipeline.simulate.run import simulate as run
-    from pipeline.simulate.scenario import days_between, load_scenario, with_volume
-    from pipeline.store import make_engine, upgrade
+    from pipeline.entry import simulation
+    from pipeline.registry import ModelNotFound
 
-    settings = get_settings()
     try:
-        scenario = load_scenario(scenario_path)
+        summary = simulation.simulate(
+            production(),
+            scenario_path,
+            days=days,
+            start=start_date.date() if start_date else None,
+            seed=seed,
+            image_size=image_size,
+            volume_scale=volume_scale,
+            model=None if model == "none" else model,
+            progress=progress,
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
-    if volume_scale is not None:
-        scenario = with_volume(scenario, factor=volume_scale)
-    day_indexes = days_between(scenario, start_date.date() if start_date else None, days)
-    engine = make_engine(settings.db_url)
-    upgrade(engine)
-    summary = run(
-        scenario,
-        engine=engine,
-        storage_root=Path(settings.storage_root),
-        key=settings.pseudonym_key.get_secret_value(),
-        days=day_indexes,
-        image_size=image_size,
-        service_for=None if model == "none" else _service_factory(settings, default=model),
-        progress=progress,
-    )
+    except ModelNotFound as exc:
+        raise click.ClickException(f"{exc}: run `pipeline bootstrap` first, or pass --model none") from exc
     click.echo(
-        f"{scenario.name}: {summary.studies} studies over {len(summary.days)} days "
-        f"({summary.abnormal} abnormal, {summary.feedback} outcomes to come back, {summary.inference_logs} inference "
-        f"logs of which {summary.failed} failed); per site: {summary.per_site}"
+        f"{summary['scenario']}: {summary['studies']} studies over {len(summary['days'])} days "
+        f"({summary['abnormal']} abnormal, {summary['feedback']} outcomes to come back, {summary['inference_logs']} "
+        f"inference logs of which {summary['failed']} failed); per site: {summary['per_site']}"
     )
-    write_json(json_path, summary.as_dict())
+    write_json(json_path, {k: v for k, v in summary.items() if k != "scenario"})
 
 
 @main.command()
@@ -231,7 +222,7 @@ def demo(
     import sys
     import time
 
-    from pipeline.demo import DemoConfig, DemoError, run_demo
+    from pipeline.demo.loop import DemoConfig, DemoError, run_demo
 
     config = DemoConfig(
         scenario=scenario_path.resolve(),
@@ -279,29 +270,28 @@ def monitor(start: Any, end: Any, json_path: Path | None, html_path: Path | None
 
     Running a window again leaves the same metrics and alerts.
     """
-    from pipeline.alerts import init_sentry_from_settings
-    from pipeline.monitor import EmptyWindow, run_monitor_from_settings
+    from pipeline.entry import monitoring
+    from pipeline.monitor import EmptyWindow
 
-    init_sentry_from_settings()
     try:
-        result, engine = run_monitor_from_settings(_utc(start), _utc(end), report_path=html_path)
+        summary = monitoring.check_window(production(), start, end, report_path=html_path, detail=True)
     except EmptyWindow as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"{result.studies} studies in {result.window_start:%Y-%m-%d %H:%M}..{result.window_end:%Y-%m-%d %H:%M} UTC"
-    )
-    for finding in result.findings:
+    detail = summary["detail"]
+    click.echo(f"{summary['studies']} studies in {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC")
+    for finding in detail["findings"]:
         click.echo(
-            f"  {finding.severity.upper():8} [{finding.kind}] {finding.site} {finding.feature}: {finding.message}"
+            f"  {finding['severity'].upper():8} [{finding['kind']}] {finding['site']} {finding['feature']}: "
+            f"{finding['message']}"
         )
-    if result.insufficient:
-        click.echo(f"  insufficient data: {', '.join(result.insufficient)}")
-    for outcome in result.quality.failed() if result.quality else []:
-        click.echo(f"  expectation failed [{outcome.suite}] {outcome.description}: {outcome.unexpected} rows")
-    click.echo(f"report: {result.report_path}")
-    if result.quality and result.quality.data_docs:
-        click.echo(f"data docs: {result.quality.data_docs}")
-    write_json(json_path, result.as_json(engine))
+    if summary["insufficient_data"]:
+        click.echo(f"  insufficient data: {', '.join(summary['insufficient_data'])}")
+    for outcome in detail["failed_expectations"]:
+        click.echo(f"  expectation failed [{outcome['suite']}] {outcome['description']}: {outcome['unexpected']} rows")
+    click.echo(f"report: {summary['report']}")
+    if detail.get("data_docs"):
+        click.echo(f"data docs: {detail['data_docs']}")
+    write_json(json_path, detail)
 
 
 @main.command()
@@ -319,23 +309,18 @@ def select(day: Any, budget: int | None, json_path: Path | None) -> None:
 
     Running a day again tops it up to its budget; a study is never picked twice.
     """
-    from pipeline.selection import SelectionConfig, select_for_relabeling
-    from pipeline.store import make_engine
+    from pydantic import ValidationError
 
-    settings = get_settings()
+    from pipeline.entry import labeling
+
     try:
-        config = SelectionConfig(
-            budget=settings.relabel_daily_budget if budget is None else budget, site_cap=settings.relabel_site_cap
-        )
-    except ValueError as exc:
+        summary = labeling.select(production(), day.date(), budget, studies=True)
+    except (ValidationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    selection = select_for_relabeling(make_engine(settings.db_url), day.date(), config)
-    click.echo(
-        f"{day:%Y-%m-%d}: picked {len(selection.picks)} ({selection.already_picked} picked earlier for this day)"
-    )
-    for strategy, count in sorted(selection.counts().items()):
-        click.echo(f"  {strategy:10} {count:5}   ({selection.candidates.get(strategy, 0)} candidates)")
-    write_json(json_path, selection.as_json())
+    click.echo(f"{day:%Y-%m-%d}: picked {summary['picked']} ({summary['already_picked']} picked earlier for this day)")
+    for strategy, count in sorted(summary["by_strategy"].items()):
+        click.echo(f"  {strategy:10} {count:5}   ({summary['candidates'].get(strategy, 0)} candidates)")
+    write_json(json_path, summary)
 
 
 @main.command("push")
@@ -343,9 +328,9 @@ def select(day: Any, budget: int | None, json_path: Path | None) -> None:
 def push(json_path: Path | None) -> None:
     """Put the queued picks into Label Studio: a rendered image without patient identifiers, the model's
     answer and score pre-filled. Tasks already there are found again, never duplicated."""
-    from pipeline.tasks import push_to_label_studio
+    from pipeline.entry import labeling
 
-    summary = _label_studio(push_to_label_studio)
+    summary = _label_studio(labeling.push)
     click.echo(f"pushed {summary['pushed']} ({summary['created']} created, {summary['found']} found again)")
     if summary["unrenderable"]:
         click.echo(f"  {len(summary['unrenderable'])} studies could not be rendered; they stay queued", err=True)
@@ -357,9 +342,9 @@ def push(json_path: Path | None) -> None:
 def sync(json_path: Path | None) -> None:
     """Pull finished annotations from Label Studio into the label store (incremental, safe to repeat);
     agreement per project; disagreements go to adjudication."""
-    from pipeline.tasks import sync_labels
+    from pipeline.entry import labeling
 
-    summary = _label_studio(sync_labels)
+    summary = _label_studio(labeling.sync)
     click.echo(f"{summary['new']} new labels, {summary['updated']} updated")
     for project, p in summary["projects"].items():
         kappa = "" if p["kappa"] is None else f", {p['kappa_statistic']} {p['kappa']:.3f}"
@@ -370,11 +355,12 @@ def sync(json_path: Path | None) -> None:
 
 
 def _label_studio(call: Any) -> Any:
+    """Run a labeling entry with this process's resources; Label Studio down or no token is one line."""
     from pipeline.labeling import LabelStudioUnavailable
 
     try:
-        return call()
-    except LabelStudioUnavailable as exc:
+        return call(production())
+    except (LabelStudioUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -392,56 +378,34 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot, with a sample of the base dataset
     replayed beside it (replay_base), and register a candidate in MLflow with its lineage. A bar per epoch; an
     interrupted run resumes from its last checkpoint."""
-    import mlflow
     import yaml
     from pydantic import ValidationError
 
+    from pipeline.entry import training
     from pipeline.registry import ModelNotFound
-    from pipeline.store import make_engine
     from pipeline.training import TrainingDataError
-    from pipeline.training.bootstrap import BaseDatasetError, base_manifest
+    from pipeline.training.bootstrap import BaseDatasetError
     from pipeline.training.distributed import DistributedTrainingFailed, TooFewDevices
-    from pipeline.training.retrain import RetrainParams, retrain
-    from pipeline.validation import ValidationConfig
 
-    settings = get_settings()
+    res = production()
     try:
         raw = yaml.safe_load(config_path.read_text()) if config_path else {}
-        params = RetrainParams.model_validate(raw or {})
+        training.retrain_params(res, raw or {}, "manual")
     except (yaml.YAMLError, ValidationError) as exc:
         raise click.ClickException(f"{config_path}: {exc}") from exc
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        result = retrain(
-            make_engine(settings.db_url),
-            params,
-            model_name=settings.model_name,
-            work_dir=Path(settings.storage_root) / "training",
-            progress=progress,
-            base_dataset=base_manifest(settings.storage_root),
-            evidence_positives=ValidationConfig.model_validate(settings.validation_config).min_positives,
-        )
+        result = training.retrain(res, raw or {}, trigger="manual", progress=progress)
     except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed, BaseDatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
-    if result.version is None:
-        click.echo(result.reason)
+    if result["version"] is None:
+        click.echo(result["reason"])
     else:
         click.echo(
-            f"candidate version {result.version} (validation AUROC {result.best_val_auroc:.3f}) from snapshot "
-            f"{result.snapshot_hash}: {result.counts.get('total', 0)} studies, {result.skipped_studies} unreadable"
+            f"candidate version {result['version']} (validation AUROC {result['best_val_auroc']:.3f}) from snapshot "
+            f"{result['snapshot_hash']}: {result['counts'].get('total', 0)} studies, {result['skipped_studies']} "
+            "unreadable"
         )
-    write_json(json_path, result.as_json())
-
-
-def _registry() -> tuple[Any, Any]:
-    """Return (settings, store engine) with MLflow pointed at the configured server."""
-    import mlflow
-
-    from pipeline.store import make_engine
-
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return settings, make_engine(settings.db_url)
+    write_json(json_path, result)
 
 
 @main.group("testsets", invoke_without_command=True)
@@ -454,50 +418,43 @@ def testsets_command(ctx: click.Context, prevalence: float, regression_size: int
 
     The subcommands show the stored versions, bring them up to the served population, and freeze them.
     """
-    from pipeline.store import upgrade
-
-    _, engine = _registry()
-    upgrade(engine)  # the versions' table is read and written below: a new store gets it first
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.validation import TestSetConfig, build_test_sets
+    from pipeline.entry import release
 
-    built = build_test_sets(engine, TestSetConfig(prevalence=prevalence, regression_size=regression_size))
+    built = release.build_test_sets(production(), prevalence=prevalence, regression_size=regression_size)
     for test_set in built.values():
-        click.echo(test_set.describe())
-    write_json(
-        json_path, {n: {"hash": s.hash, "studies": len(s.items), "abnormal": s.n_abnormal} for n, s in built.items()}
-    )
+        click.echo(test_set.pop("describe"))
+    write_json(json_path, built)
 
 
 @testsets_command.command("list")
 @JSON_OPTION
 def testsets_list(json_path: Path | None) -> None:
     """Every stored version of every test set: size, abnormal studies, why it exists, who froze it; * is current."""
-    from pipeline.validation import test_set_versions
+    from pipeline.entry import release
 
-    _, engine = _registry()
-    versions = test_set_versions(engine)
-    for row in versions.itertuples(index=False):
-        frozen = f" FROZEN by {row.frozen_by}" if row.frozen_by else ""
+    versions = release.test_set_versions(production())
+    for row in versions:
+        frozen = f" FROZEN by {row['frozen_by']}" if row["frozen_by"] else ""
         click.echo(
-            f"{'*' if row.current else ' '} {row.name:<28} {row.test_set_hash[:12]} {str(row.created_at)[:19]} "
-            f"{row.n_items:>5} studies {row.n_abnormal:>4} abnormal{frozen}  {row.reason}"
+            f"{'*' if row['current'] else ' '} {row['name']:<28} {row['test_set_hash'][:12]} "
+            f"{str(row['created_at'])[:19].replace('T', ' ')} {row['n_items']:>5} studies {row['n_abnormal']:>4} "
+            f"abnormal{frozen}  {row['reason']}"
         )
-    write_json(json_path, json.loads(versions.to_json(orient="records", date_format="iso")))
+    write_json(json_path, versions)
 
 
 @testsets_command.command("follow")
 @JSON_OPTION
 def testsets_follow(json_path: Path | None) -> None:
     """Add the evidence of every served site and scanner the sets lack (what each validation does first)."""
-    from pipeline.validation import follow_served_population
+    from pipeline.entry import release
 
-    _, engine = _registry()
-    following = follow_served_population(engine)
-    for line in following.changes + following.blocked or ["every served site and scanner has its evidence"]:
+    following = release.follow_served_population(production())
+    for line in following["changes"] + following["blocked"] or ["every served site and scanner has its evidence"]:
         click.echo(line)
-    write_json(json_path, {"changes": following.changes, "blocked": following.blocked})
+    write_json(json_path, following)
 
 
 @testsets_command.command("freeze")
@@ -511,7 +468,8 @@ def testsets_follow(json_path: Path | None) -> None:
 )
 def testsets_freeze(by: str, versions: tuple[str, ...]) -> None:
     """Freeze the test sets: validation judges on exactly these versions, and following the population waits."""
-    from pipeline.validation import TestSetNotFound, freeze_test_sets
+    from pipeline.entry import release
+    from pipeline.validation import TestSetNotFound
 
     chosen = {}
     for item in versions:
@@ -521,22 +479,20 @@ def testsets_freeze(by: str, versions: tuple[str, ...]) -> None:
                 f"{item!r} is not NAME=HASH (for example regression=3f2a9c1e)", param_hint="--version"
             )
         chosen[name] = digest
-    _, engine = _registry()
     try:
-        frozen = freeze_test_sets(engine, by, chosen or None)
+        frozen = release.freeze_test_sets(production(), by, chosen or None)
     except (TestSetNotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    for test_set in frozen.values():
-        click.echo(f"frozen: {test_set.describe()}")
+    for described in frozen:
+        click.echo(f"frozen: {described}")
 
 
 @testsets_command.command("unfreeze")
 def testsets_unfreeze() -> None:
     """Lift the freeze: validation goes back to the latest versions, which follow the served population."""
-    from pipeline.validation import unfreeze_test_sets
+    from pipeline.entry import release
 
-    _, engine = _registry()
-    click.echo(f"unfroze {unfreeze_test_sets(engine)} versions")
+    click.echo(f"unfroze {release.unfreeze_test_sets(production())} versions")
 
 
 @main.command("validate")
@@ -565,38 +521,28 @@ def validate_command(
     json_path: Path | None,
 ) -> None:
     """Validate a candidate against the champion on the fixed test sets; exit 1 when the verdict is FAILED."""
-    import shutil
-    import tempfile
-
     import yaml
     from pydantic import ValidationError as ConfigError
 
-    from pipeline.reports.validation import write_validation_report
-    from pipeline.validation import ValidationConfig, ValidationError, record_verdict, validate
+    from pipeline.entry import release
+    from pipeline.validation import ValidationError
 
+    res = production()
     try:
         raw = yaml.safe_load(config_path.read_text()) if config_path else {}
-        config = ValidationConfig.model_validate(raw or {})
+        release.gate_config(res, raw or {})
     except (yaml.YAMLError, ConfigError) as exc:
         raise click.ClickException(f"{config_path}: {exc}") from exc
-    settings, engine = _registry()
     try:
-        verdict = validate(
-            engine, settings.model_name, candidate, champion=champion, config=config, progress=click.echo
+        summary = release.validate(
+            res, candidate, champion, raw or {}, record=record, html_path=html_path, progress=click.echo
         )
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from exc
-    if record:
-        folder = Path(tempfile.mkdtemp(prefix="validation-"))
-        click.echo(f"report: {record_verdict(engine, verdict, report_dir=folder)}")
-        if html_path is not None:
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folder / "validation.html", html_path)
-    elif html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        write_validation_report(verdict, html_path)
-    write_json(json_path, verdict.to_json())
-    if not verdict.passed:
+    if summary["report"]:
+        click.echo(f"report: {summary['report']}")
+    write_json(json_path, summary["verdict"])
+    if summary["status"] != "passed":
         sys.exit(1)
 
 
@@ -607,19 +553,20 @@ def validate_command(
 @JSON_OPTION
 def promote_command(version: str, approver: str, note: str, json_path: Path | None) -> None:
     """Make a version the champion: refused unless its validation passed against the champion serving now."""
-    from pipeline.validation import PromotionRefused, promote
+    from pipeline.entry import release
+    from pipeline.validation import PromotionRefused
 
-    settings, engine = _registry()
+    answer = release.Answer(approve=True, by=approver, reason=note, source="the pipeline CLI")
     try:
-        change = promote(engine, settings.model_name, version, approver, note=note)
+        outcome = release.decide(production(), version, answer)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"version {change.champion} is the champion (previous {change.previous}), approved by {change.actor}"
-        if change.changed
-        else f"version {change.champion} already is the champion"
+        f"version {outcome['champion']} is the champion (previous {outcome['previous']}), approved by {outcome['actor']}"
+        if outcome["changed"]
+        else f"version {outcome['champion']} already is the champion"
     )
-    write_json(json_path, dataclasses.asdict(change))
+    write_json(json_path, outcome)
 
 
 @main.command("reject")
@@ -628,11 +575,12 @@ def promote_command(version: str, approver: str, note: str, json_path: Path | No
 @click.option("--reason", required=True, help="Why (recorded).")
 def reject_command(version: str, approver: str, reason: str) -> None:
     """Record that a candidate was turned down, by whom and why; the champion stays."""
-    from pipeline.validation import PromotionRefused, reject
+    from pipeline.entry import release
+    from pipeline.validation import PromotionRefused
 
-    settings, engine = _registry()
+    answer = release.Answer(approve=False, by=approver, reason=reason, source="the pipeline CLI")
     try:
-        reject(engine, settings.model_name, version, approver, reason)
+        release.decide(production(), version, answer)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"version {version} rejected by {approver}")
@@ -645,40 +593,15 @@ def reject_command(version: str, approver: str, reason: str) -> None:
 @JSON_OPTION
 def rollback_command(to: str, actor: str, reason: str, json_path: Path | None) -> None:
     """Move the champion alias back to a version that served before: the short-term answer to an incident."""
-    from pipeline.validation import PromotionRefused, rollback
+    from pipeline.entry import release
+    from pipeline.validation import PromotionRefused
 
-    settings, engine = _registry()
     try:
-        change = rollback(engine, settings.model_name, to, actor, reason=reason)
+        change = release.rollback(production(), to, actor, reason=reason)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"version {change.champion} is the champion again (was {change.previous})")
-    write_json(json_path, dataclasses.asdict(change))
-
-
-def _utc(moment: Any) -> Any:
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _service_factory(settings: Any, default: str) -> Any:
-    """Return a function giving the inference service for a model alias or version, shadow attached."""
-    import mlflow
-
-    from pipeline.inference import registry_services
-    from pipeline.registry import ModelNotFound
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    services = registry_services(settings.model_name, key=settings.pseudonym_key.get_secret_value(), default=default)
-
-    def service_for(alias_or_version: str) -> Any:
-        try:
-            return services(alias_or_version)
-        except ModelNotFound as exc:
-            raise click.ClickException(f"{exc}: run `pipeline bootstrap` first, or pass --model none") from exc
-
-    return service_for
+    click.echo(f"version {change['champion']} is the champion again (was {change['previous']})")
+    write_json(json_path, change)
 
 
 @main.command()
@@ -716,42 +639,27 @@ def bootstrap(
 
     Does nothing when a champion exists, unless --force.
     """
-    import mlflow
+    from pipeline.entry import training
 
-    from pipeline.simulate.scenario import load_scenario
-    from pipeline.training import TrainConfig
-    from pipeline.training.bootstrap import BootstrapConfig
-    from pipeline.training.bootstrap import bootstrap as run
-
-    settings = get_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    config = BootstrapConfig(train_days=train_days, train=TrainConfig(image_size=image_size, epochs=epochs))
-    result = run(
-        load_scenario(scenario_path),
-        model_name=settings.model_name,
-        storage_root=Path(settings.storage_root),
-        key=settings.pseudonym_key.get_secret_value(),
-        config=config,
-        new_site=load_scenario(new_site_scenario),
+    result = training.bootstrap(
+        production(),
+        scenario_path,
+        new_site=new_site_scenario,
+        train_days=train_days,
+        epochs=epochs,
+        image_size=image_size,
         force=force,
         progress=progress,
     )
-    if result.created:
+    if result["created"]:
         click.echo(
-            f"{result.model_name} version {result.version} is champion: AUROC {result.test_auroc_stable:.3f} on held-out "
-            f"stable-site studies, {result.test_auroc_new_site or float('nan'):.3f} on the unseen scanner; "
-            f"threshold {result.threshold:.4f}"
+            f"{result['model_name']} version {result['version']} is champion: AUROC {result['test_auroc_stable']:.3f} "
+            f"on held-out stable-site studies, {result['test_auroc_new_site'] or float('nan'):.3f} on the unseen "
+            f"scanner; threshold {result['threshold']:.4f}"
         )
     else:
-        click.echo(f"{result.model_name} already has a champion: version {result.version}")
-    write_json(json_path, dataclasses.asdict(result))
-
-
-def _result_json(result: Any) -> dict[str, Any]:
-    payload = dataclasses.asdict(result)
-    payload["errors"] = [str(e) for e in result.errors]
-    payload["unchanged"] = result.unchanged
-    return payload
+        click.echo(f"{result['model_name']} already has a champion: version {result['version']}")
+    write_json(json_path, result)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
         default=True,
         description="Run the DAGs on their clocks; false leaves triggers and assets only (a replay of past days).",
     )
+    log_level: str = Field(default="INFO", description="Level of the pipeline's own log messages (DEBUG, INFO, ...).")
     shadow_days: float = Field(
         default=3.0,
         ge=0,

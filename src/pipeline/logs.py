@@ -8,7 +8,6 @@ MLflow, alembic and urllib3 are chatty too. One call quiets them and keeps ours 
 from __future__ import annotations
 
 import logging
-import os
 
 NOISY_LOGGERS = (
     "great_expectations",
@@ -23,8 +22,9 @@ NOISY_LOGGERS = (
 
 
 def configure_logging(level: str | int | None = None) -> None:
-    """Send pipeline logs to stderr at ``level`` (default ``PIPELINE_LOG_LEVEL`` or INFO) and quiet noisy libraries."""
-    level = level or os.environ.get("PIPELINE_LOG_LEVEL", "INFO")
+    """Send pipeline logs to stderr at ``level`` (default INFO; ``PIPELINE_LOG_LEVEL`` through the settings) and
+    quiet noisy libraries."""
+    level = level or "INFO"
     quiet_libraries()
     root = logging.getLogger()
     if not root.handlers:

@@ -36,10 +36,12 @@ def test_no_import_errors(dagbag):
 def test_dag_file_imports_no_heavy_library(path):
     """The DAG processor parses these files constantly: heavy imports belong inside tasks."""
     code = (
-        "import json, runpy, sys; runpy.run_path(sys.argv[1]); "
+        "import json, runpy, sys; sys.path.append(sys.argv[2]); runpy.run_path(sys.argv[1]); "
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(DAGS_DIR)], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 

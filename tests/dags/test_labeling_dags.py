@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.config import get_settings
-from pipeline.labeling import ProjectKind, bot, find_project, make_client
+from pipeline.demo import annotator as bot
+from pipeline.labeling import ProjectKind, find_project
 from pipeline.labeling.tasks import task_page
+from pipeline.resources import production
 from pipeline.store import make_engine
 from pipeline.store.schema import labels, relabel_queue
 from tests.worlds import small_world
@@ -59,7 +61,7 @@ def test_select_push_annotate_sync_through_airflow(airflow_db, pg_url, label_stu
         assert len(queued) == 20
         assert {r["picked_for"] for r in queued} == {DAY}
         assert {r["status"] for r in queued} == {"pushed"} and all(r["task_id"] for r in queued)
-        client = make_client(get_settings())
+        client = production().label_studio.client()
         tasks = {}
         for kind in {ProjectKind(r["project"]) for r in queued}:
             project = find_project(client, kind, prefix=prefix)

@@ -24,6 +24,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.model import NormalFilterNet
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
@@ -34,7 +35,6 @@ from pipeline.registry import (
     version_for,
 )
 from pipeline.store import make_engine
-from pipeline.training import NormalFilterNet
 from pipeline.validation import events
 from tests.harness.airflow_env import dags_folder
 from tests.harness.airflow_services import CeleryDeployment, celery_deployment

@@ -1,11 +1,11 @@
 """Helpers that start real services (PostgreSQL, Airflow with Celery) for the test suite; the services the demo
-runs too (MLflow, Label Studio, Airflow standalone) are started by :mod:`pipeline.stack`."""
+runs too (MLflow, Label Studio, Airflow standalone) are started by :mod:`pipeline.demo.stack`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.stack.label_studio import LabelStudioAdmin
+from pipeline.demo.stack.label_studio import LabelStudioAdmin
 
 #: Repository root (``tests/harness/../..``).
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]

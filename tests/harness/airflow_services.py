@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.stack.airflow import AirflowApi, find_airflow_bin, run_airflow
-from pipeline.stack.ports import free_port, port_answers
-from pipeline.stack.process import POLL_INTERVAL, ManagedProcess, ServiceStartError, log_tail, start_process
+from pipeline.demo.stack.airflow import AirflowApi, find_airflow_bin, run_airflow
+from pipeline.demo.stack.ports import free_port, port_answers
+from pipeline.demo.stack.process import POLL_INTERVAL, ManagedProcess, ServiceStartError, log_tail, start_process
 
 #: Environment variable naming a Redis server to use as the broker (``redis://host:port``; the db number is ours).
 REDIS_URL_ENV = "PIPELINE_TEST_REDIS_URL"

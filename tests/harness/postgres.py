@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import log_tail
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import log_tail
 
 #: Environment variable naming an existing server to use (``postgresql+psycopg2://user:pw@host:port/db``).
 DATABASE_URL_ENV = "PIPELINE_TEST_DATABASE_URL"

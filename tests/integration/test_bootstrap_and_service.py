@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 
 from pipeline.inference import InferenceService
+from pipeline.model import NetConfig
 from pipeline.registry import CHAMPION, load_model
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, read_window, upgrade
-from pipeline.training import NetConfig, TrainConfig
+from pipeline.training import TrainConfig
 from pipeline.training.bootstrap import (
     BootstrapConfig,
     base_dataset_hash,

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import load_scenario, with_volume
-from pipeline.training import NetConfig, NormalFilterNet, TrainConfig, TrainResult, train
+from pipeline.training import TrainConfig, TrainResult, train
 from pipeline.training.train import CHECKPOINT_NAME, load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
 from pipeline.config import get_settings
-from pipeline.demo import DayRecord, DemoResult, done_when, served, summarise, write_report
+from pipeline.demo.loop import DayRecord, DemoResult, done_when, served, summarise, write_report
 from pipeline.simulate.scenario import load_scenario
 from pipeline.store import make_engine
 from tests.harness import REPO_ROOT

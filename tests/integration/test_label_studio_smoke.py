@@ -9,7 +9,7 @@ import pytest
 from label_studio_sdk import LabelStudio as LabelStudioClient
 from label_studio_sdk.core.api_error import ApiError
 
-from pipeline.stack.label_studio import LabelStudio
+from pipeline.demo.stack.label_studio import LabelStudio
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,13 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Engine
 
+from pipeline.demo import annotator as bot
+from pipeline.demo.stack.label_studio import LabelStudio, LabelStudioAdmin, _child_env, start_label_studio
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import ManagedProcess, start_process
 from pipeline.labeling import (
     LabelStudioUnavailable,
     ProjectKind,
-    bot,
     ensure_project,
     find_project,
     make_client,
@@ -36,9 +39,6 @@ from pipeline.labeling import (
     sync_annotations,
 )
 from pipeline.labeling.tasks import task_page
-from pipeline.stack.label_studio import LabelStudio, LabelStudioAdmin, _child_env, start_label_studio
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, start_process
 from pipeline.store import make_engine
 from pipeline.store.schema import QueueStatus, inference_logs, labels, relabel_queue
 from tests.harness import TEST_LABEL_STUDIO_ADMIN

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 import torch
 
 from pipeline.inference import InferenceService
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.monitor import EmptyWindow, run_monitor
 from pipeline.registry import LoadedModel
+from pipeline.reports import write_run_report
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import ingest, make_engine, upgrade
-from pipeline.training import NetConfig, NormalFilterNet
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +107,7 @@ def test_error_burst_alerts_on_the_day_it_starts(pg_url, tmp_path, service):
         day: run_monitor(engine, *day_window(scenario, day), report_path=report if day == 25 else None)
         for day in range(23, 27)
     }
+    write_run_report(engine, by_day[25])
     assert alert_keys(by_day[23]) == alert_keys(by_day[24]) == set()
     assert alert_keys(by_day[25]) == {("technical", "st-anna", "cuda_oom")}
     assert ("technical", "st-anna", "cuda_oom") in alert_keys(by_day[26])  # day 2 of the burst: still open

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.monitor import run_expectations, run_monitor
+from pipeline.reports import write_run_report
 from pipeline.store import ingest, make_engine, upgrade
 from tests.factories import inference_log_rows, study_rows
 
@@ -44,6 +45,7 @@ def window(pg_url: str, tmp_path: Path, break_tags=None, thin_site: bool = False
         gx_data_dir=tmp_path / "gx",
         report_path=tmp_path / "report.html",
     )
+    write_run_report(engine, result)
     return engine, result
 
 

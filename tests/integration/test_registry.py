@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import Model
 
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
@@ -32,8 +33,9 @@ from pipeline.registry import (
     set_alias,
     training_run,
 )
+from pipeline.reports import log_evaluation_report
 from pipeline.simulate.scenario import load_scenario, with_volume
-from pipeline.training import NetConfig, NormalFilterNet, TrainConfig, train
+from pipeline.training import TrainConfig, train
 from pipeline.training.bootstrap import _items
 
 pytestmark = pytest.mark.integration
@@ -89,7 +91,8 @@ def retrained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> R
             experiment, params=PARAMS, snapshot_hash=SNAPSHOT, parent_version="1", trigger="asset", run_key=run_key
         ) as run:
             result = train(train_items, val_items, CONFIG, init_model=champion, progress=False, on_epoch=run.log_epoch)
-            log_evaluation(result.val_probs, result.val_labels, result.threshold)
+            evaluation = log_evaluation(result.val_probs, result.val_labels, result.threshold)
+            log_evaluation_report(evaluation, run.run_id)
             version = register_candidate(
                 result.model,
                 model_name=name,

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.dicom import AcquisitionMeta, pseudonymize_patient_id, read_study, synthetic_study_meta, write_dicom
+from pipeline.model import NetConfig
 from pipeline.simulate import make_phantom
 from pipeline.store import ingest, make_engine
 from pipeline.store.schema import (
@@ -26,7 +27,6 @@ from pipeline.store.schema import (
     test_sets,
 )
 from pipeline.training import (
-    NetConfig,
     SnapshotConfig,
     SnapshotNotFound,
     TrainConfig,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stack.airflow import AirflowApiError, start_standalone
+from pipeline.demo.stack.airflow import AirflowApiError, start_standalone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -29,8 +29,10 @@ import sqlalchemy as sa
 import torch
 from mlflow import MlflowClient
 
-from pipeline.config import get_settings
+from pipeline.config import Settings
+from pipeline.entry import release
 from pipeline.inference import InferenceService, registry_services
+from pipeline.model import NormalFilterNet
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
@@ -43,11 +45,12 @@ from pipeline.registry import (
     set_alias,
     version_for,
 )
+from pipeline.reports import record_shadow, record_validation
+from pipeline.resources import Resources
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
 from pipeline.store import make_engine, upgrade
-from pipeline.tasks import decide_promotion
-from pipeline.training import NormalFilterNet, TrainConfig, train
+from pipeline.training import TrainConfig, train
 from pipeline.training.bootstrap import _items
 from pipeline.training.snapshot import SnapshotConfig, collect_items, reserved_for_testing
 from pipeline.validation import (
@@ -61,7 +64,6 @@ from pipeline.validation import (
     follow_served_population,
     freeze_test_sets,
     promote,
-    record_verdict,
     reject,
     rollback,
     test_set_versions,
@@ -69,7 +71,7 @@ from pipeline.validation import (
     validate,
 )
 from pipeline.validation.promotion import TagDecision, mlflow_decision
-from pipeline.validation.shadow import record_shadow_report, shadow_report, start_shadow
+from pipeline.validation.shadow import shadow_report, start_shadow
 from pipeline.validation.suite import _technical
 from tests.worlds import IMAGE_SIZE, KEY, NET, trained_model, training_items
 
@@ -334,7 +336,7 @@ def test_the_verdict_goes_onto_the_version_and_only_a_passed_one_is_promoted(
     name, good, bad = registry.name, registry.versions["better"], registry.versions["flipped"]
 
     failed = validate(engine, name, bad, config=CONFIG)
-    record_verdict(engine, failed, report_dir=tmp_path / "bad")
+    record_validation(engine, failed, report_dir=tmp_path / "bad")
     tags = client.get_model_version(name, bad).tags
     assert tags["validation_status"] == "failed"
     assert "auroc_noninferiority[regression]" in tags["validation_failed_checks"]
@@ -344,8 +346,8 @@ def test_the_verdict_goes_onto_the_version_and_only_a_passed_one_is_promoted(
     assert client.get_model_version(name, bad).tags["rejected_by"] == "release-manager"
 
     passed = validate(engine, name, good, config=CONFIG)
-    uri = record_verdict(engine, passed, report_dir=tmp_path / "good")
-    record_verdict(engine, passed, report_dir=tmp_path / "good")  # again: the same tags, no second audit event
+    uri = record_validation(engine, passed, report_dir=tmp_path / "good")
+    record_validation(engine, passed, report_dir=tmp_path / "good")  # again: the same tags, no second audit event
     tags = client.get_model_version(name, good).tags
     assert tags["validation_status"] == "passed" and tags["validated_against"] == "1"
     assert float(tags["validation_threshold"]) == pytest.approx(passed.threshold, abs=1e-6)
@@ -422,7 +424,7 @@ def test_a_candidate_in_shadow_scores_live_traffic_beside_the_champion_and_is_re
         start_shadow(engine, name, registry.versions["one_site"], actor="test")
     with pytest.raises(PromotionRefused, match="serving champion"):
         start_shadow(engine, name, CHAMPION, actor="test")
-    record_verdict(engine, validate(engine, name, better, config=CONFIG))
+    record_validation(engine, validate(engine, name, better, config=CONFIG))
     start = start_shadow(engine, name, better, actor="test")
     assert start.started and version_for(name, SHADOW) == better
     assert start_shadow(engine, name, better, actor="test") == dataclasses.replace(start, started=False)
@@ -467,7 +469,7 @@ def test_a_candidate_in_shadow_scores_live_traffic_beside_the_champion_and_is_re
     assert report.candidate is not None and report.champion_estimate is not None
     assert 0.5 < report.candidate.expected_auroc <= 1 and 0 < report.champion_estimate.filtered_normal < 1
     assert len(report.examples) == 10 and all(e["decisions_differ"] for e in report.examples[: min(differ, 10)])
-    uri = record_shadow_report(engine, report, actor="test")
+    uri = record_shadow(engine, report, actor="test")
     tags = client.get_model_version(name, better).tags
     assert tags["shadow_studies"] == str(report.studies) and tags["shadow_report"] == uri
     run_id = client.get_model_version(name, better).run_id
@@ -487,18 +489,10 @@ def test_a_candidate_in_shadow_scores_live_traffic_beside_the_champion_and_is_re
     assert decision == TagDecision(approve=True, by="Dr. Release", reason="")
 
     # the DAG's decide task acts on the tags: the shadow ends, the version becomes the champion
-    for variable, value in {
-        "PIPELINE_DB_URL": registry.url,
-        "PIPELINE_MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "PIPELINE_MODEL_NAME": name,
-    }.items():
-        monkeypatch.setenv(variable, value)
-    get_settings.cache_clear()
-    try:
-        outcome = decide_promotion(better, None, dataclasses.asdict(decision))
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
+    deployment = Resources.from_settings(
+        Settings(db_url=registry.url, mlflow_tracking_uri=registry.tracking_uri, model_name=name)
+    )
+    outcome = release.decide(deployment, better, release.answer_of(better, None, dataclasses.asdict(decision)))
     assert outcome["decision"] == "approved" and outcome["source"] == "the MLflow UI"
     assert version_for(name, SHADOW) is None and version_for(name, CHAMPION) == better
     assert client.get_model_version(name, better).tags["approved_by"] == "Dr. Release"

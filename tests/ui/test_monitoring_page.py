@@ -23,16 +23,16 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import ManagedProcess, http_status, start_process
 from pipeline.inference import InferenceService
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.monitor import run_monitor
 from pipeline.registry import LoadedModel
 from pipeline.selection import SelectionConfig, select_for_relabeling
 from pipeline.simulate.run import simulate
 from pipeline.simulate.scenario import load_scenario, with_volume
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, http_status, start_process
 from pipeline.store import make_engine, upgrade
-from pipeline.training import NetConfig, NormalFilterNet
 from pipeline.validation.audit import record_event
 from pipeline.web import PageConfig, create_app, open_alerts
 from tests.harness import REPO_ROOT

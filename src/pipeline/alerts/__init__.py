@@ -2,7 +2,7 @@
 
 from pipeline.alerts.lifecycle import AlertChange, alert_periods, open_alerts, sync_alerts
 from pipeline.alerts.model import GLOBAL, Finding, Kind, Severity, alert_id
-from pipeline.alerts.sentry import init_sentry, init_sentry_from_settings, send_alert, task_failure_callback
+from pipeline.alerts.sentry import init_sentry, send_alert, task_failure_callback
 
 __all__ = [
     "GLOBAL",
@@ -13,7 +13,6 @@ __all__ = [
     "alert_id",
     "alert_periods",
     "init_sentry",
-    "init_sentry_from_settings",
     "open_alerts",
     "send_alert",
     "sync_alerts",

@@ -34,14 +34,6 @@ def init_sentry(dsn: str | None, *, environment: str = "production", transport: 
     return True
 
 
-def init_sentry_from_settings() -> bool:
-    """Initialise Sentry from ``PIPELINE_SENTRY_DSN`` (off when unset); return whether it is on."""
-    from pipeline.config import get_settings
-
-    dsn = get_settings().sentry_dsn
-    return init_sentry(dsn.get_secret_value() if dsn else None)
-
-
 def send_alert(finding: Finding, *, event: str, report_path: str | None = None) -> str | None:
     """Send one alert event (``opened``, ``reopened``, ``escalated``) to Sentry; return the event id (None when off)."""
     if not sentry_sdk.get_client().is_active():
@@ -71,9 +63,10 @@ def task_failure_callback(context: dict[str, Any]) -> None:
     """Airflow ``on_failure_callback``: report the failed task's exception to Sentry with DAG and task tags.
 
     Airflow's own ``[sentry]`` integration has been unreliable through 3.x, so the project
-    initialises sentry-sdk itself from ``PIPELINE_SENTRY_DSN``.
+    initialises sentry-sdk itself (``pipeline.callbacks``, from ``PIPELINE_SENTRY_DSN``); nothing is sent
+    while it is off.
     """
-    if not init_sentry_from_settings():
+    if not sentry_sdk.get_client().is_active():
         return
     ti = context.get("task_instance") or context.get("ti")
     with sentry_sdk.new_scope() as scope:

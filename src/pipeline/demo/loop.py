@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from pipeline.stack import REPO_ROOT
+from pipeline.demo.stack import REPO_ROOT
 from pipeline.store.schema import alerts
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,9 @@ class Stack:
 @contextlib.contextmanager
 def running_stack(config: DemoConfig, db_url: str, say: Callable[[str], None]) -> Iterator[Stack]:
     """Start MLflow and Label Studio side by side, then Airflow standalone with the pipeline's settings."""
-    from pipeline.stack.airflow import start_standalone
-    from pipeline.stack.label_studio import LabelStudioAdmin, start_label_studio
-    from pipeline.stack.mlflow_server import start_mlflow_server
+    from pipeline.demo.stack.airflow import start_standalone
+    from pipeline.demo.stack.label_studio import LabelStudioAdmin, start_label_studio
+    from pipeline.demo.stack.mlflow_server import start_mlflow_server
 
     work = config.workdir
     stops: list[Callable[[], None]] = []
@@ -424,6 +424,7 @@ def _bootstrap(config: DemoConfig, say: Callable[[str], None]) -> str:
             config=boot,
             new_site=load_scenario(config.scenario),
             progress=False,
+            nproc=settings.train_nproc,
             on_epoch=lambda epoch, metrics: say(
                 f"  epoch {epoch + 1}/{boot.train.epochs}: validation AUROC {metrics['val_auroc']:.3f} "
                 f"({metrics['epoch_s']:.0f}s)"
@@ -611,13 +612,15 @@ def _queued_for(engine: sa.Engine, day: date) -> int:
 
 def _annotate(engine: sa.Engine, config: DemoConfig) -> int:
     """The annotators answer every open task: two on each labeling project, the adjudicator on disagreements."""
-    from pipeline.config import get_settings
-    from pipeline.labeling import ProjectKind, bot, find_project, make_client
+    from pipeline.demo import annotator as bot
+    from pipeline.labeling import ProjectKind, find_project
+    from pipeline.resources import production
 
-    client = make_client(get_settings())
+    server = production().label_studio
+    client = server.client()
     done = 0
     for kind in ProjectKind:
-        project = find_project(client, kind)
+        project = find_project(client, kind, prefix=server.project_prefix)
         if project is None:
             continue
         bots = (ADJUDICATOR,) if kind == ProjectKind.ADJUDICATION else ANNOTATORS

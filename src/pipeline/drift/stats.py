@@ -3,12 +3,12 @@
 Distances between a reference and a current sample (Wasserstein, Hellinger, Jensen-Shannon, MMD),
 their small-sample correction and alert thresholds calibrated on reference windows, change
 detection over days (CUSUM), label shift (EM prevalence, prior-shift reweighting), performance
-estimated from calibrated probabilities without labels, and black-box shift tests on model
-outputs (KS with Benjamini-Hochberg). Probabilities are of the positive class, "abnormal".
+estimated from calibrated probabilities without labels, and Holm's correction over many tests.
+Probabilities are of the positive class, "abnormal".
 
-Inputs are checked at the door: an empty array, mismatched shapes or a NaN where none is allowed
-raise ``ValueError`` naming the argument. One-dimensional distribution comparisons
-(``wasserstein``, ``ks_test``) drop NaNs, as a missing value is not part of a distribution;
+Inputs are checked at the door (``pipeline.drift.checks``, shared with the validation gate): an empty array,
+mismatched shapes or a NaN where none is allowed raise ``ValueError`` naming the argument. One-dimensional
+distribution comparisons (``wasserstein``) drop NaNs, as a missing value is not part of a distribution;
 everything else refuses them.
 """
 
@@ -24,6 +24,8 @@ from scipy import optimize, special
 from scipy import stats as sps
 from scipy.spatial import distance
 
+from pipeline.drift.checks import binary, finite_1d, open_unit, probabilities, same_length, unit_interval
+
 FloatArray = npt.NDArray[np.float64]
 Counts = Mapping[Hashable, float] | npt.ArrayLike
 """Category counts: a mapping from category to count, or an array aligned with the other side's."""
@@ -32,26 +34,6 @@ _IQR_PER_SD = 1.349  # the interquartile range of a normal distribution, in stan
 
 
 # --- Input checks -------------------------------------------------------------------------------------------------
-
-
-def _finite_1d(values: npt.ArrayLike, name: str, *, drop_nan: bool = False) -> FloatArray:
-    """Return ``values`` as a non-empty 1-D float array, NaNs dropped or refused."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    nan = np.isnan(arr)
-    if nan.any():
-        if not drop_nan:
-            raise ValueError(f"{name} has {int(nan.sum())} NaN value(s), first at index {int(np.argmax(nan))}")
-        arr = arr[~nan]
-    if np.isinf(arr).any():
-        raise ValueError(f"{name} has infinite value(s), first at index {int(np.argmax(np.isinf(arr)))}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty" + (" once NaNs are dropped" if drop_nan else ""))
-    return arr
 
 
 def _rows(
@@ -89,21 +71,6 @@ def _rows(
     return np.asarray(arr, dtype=np.float64)
 
 
-def _probabilities(probs: npt.ArrayLike, name: str = "probs") -> FloatArray:
-    """Return ``probs`` as a non-empty 1-D array of probabilities in [0, 1]."""
-    p = _finite_1d(probs, name)
-    if p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{p.min():.6g}, {p.max():.6g}]")
-    return p
-
-
-def _open_unit(value: float, name: str) -> float:
-    """Return ``value`` as a float, checked to lie strictly between 0 and 1."""
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
-    return float(value)
-
-
 # --- Continuous features ------------------------------------------------------------------------------------------
 
 
@@ -119,7 +86,7 @@ def robust_scale(values: npt.ArrayLike) -> float:
     Returns:
         The scale, in the units of ``values``; always positive.
     """
-    x = _finite_1d(values, "values", drop_nan=True)
+    x = finite_1d(values, "values", drop_nan=True)
     q25, q75 = np.percentile(x, [25.0, 75.0])
     for scale in ((q75 - q25) / _IQR_PER_SD, np.std(x)):
         if scale > 0.0:
@@ -143,8 +110,8 @@ def wasserstein(ref: npt.ArrayLike, cur: npt.ArrayLike, *, scale: float | None =
     Returns:
         The unit-free distance, >= 0.
     """
-    u = np.sort(_finite_1d(ref, "ref", drop_nan=True))
-    v = np.sort(_finite_1d(cur, "cur", drop_nan=True))
+    u = np.sort(finite_1d(ref, "ref", drop_nan=True))
+    v = np.sort(finite_1d(cur, "cur", drop_nan=True))
     if scale is None:
         scale = robust_scale(u)
     elif not (np.isfinite(scale) and scale > 0.0):
@@ -209,8 +176,8 @@ def _distributions(ref_counts: Counts, cur_counts: Counts) -> tuple[FloatArray, 
         raise ValueError("ref_counts and cur_counts must both be mappings or both be arrays")
     else:
         ref_values, cur_values = ref_counts, cur_counts
-    p = _finite_1d(ref_values, "ref_counts")
-    q = _finite_1d(cur_values, "cur_counts")
+    p = finite_1d(ref_values, "ref_counts")
+    q = finite_1d(cur_values, "cur_counts")
     if p.shape != q.shape:
         raise ValueError(f"ref_counts and cur_counts must be aligned, got {p.size} and {q.size} categories")
     for name, counts in (("ref_counts", p), ("cur_counts", q)):
@@ -320,7 +287,7 @@ def calibrated_threshold(
     Returns:
         The threshold, in the statistic's units.
     """
-    x = _finite_1d(values, "values")
+    x = finite_1d(values, "values")
     if x.size < 2:
         raise ValueError(f"values needs at least 2 no-drift values to calibrate on, got {x.size}")
     if not 0.0 < quantile <= 1.0:
@@ -527,7 +494,7 @@ def cusum(values: npt.ArrayLike, *, target: float, sd: float, k: float = 0.5, h:
     Returns:
         The running sums and the first day either exceeds ``h``.
     """
-    x = _finite_1d(values, "values")
+    x = finite_1d(values, "values")
     if not (np.isfinite(target)):
         raise ValueError(f"target must be finite, got {target}")
     if not (np.isfinite(sd) and sd > 0.0):
@@ -574,9 +541,9 @@ def reweight_to_prevalence(probs: npt.ArrayLike, *, train_prevalence: float, new
     Returns:
         The adjusted probabilities, same shape as ``probs``.
     """
-    p = _probabilities(probs)
-    train = _open_unit(train_prevalence, "train_prevalence")
-    new = _open_unit(new_prevalence, "new_prevalence")
+    p = probabilities(probs)
+    train = open_unit(train_prevalence, "train_prevalence")
+    new = open_unit(new_prevalence, "new_prevalence")
     return _reweight(p, train, new)
 
 
@@ -604,8 +571,8 @@ def em_prevalence(
     Returns:
         The estimated prevalence, in [0, 1].
     """
-    p = _probabilities(probs)
-    train = _open_unit(train_prevalence, "train_prevalence")
+    p = probabilities(probs)
+    train = open_unit(train_prevalence, "train_prevalence")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if not tol > 0.0:
@@ -674,7 +641,7 @@ def expected_auroc(probs: npt.ArrayLike) -> float:
         The expected AUROC in [0, 1]; NaN when no pair can be a positive and a negative
         (every p is 0, or every p is 1).
     """
-    p = _probabilities(probs)
+    p = probabilities(probs)
     _, group = np.unique(p, return_inverse=True)
     group = group.ravel()
     pos = np.bincount(group, weights=p)
@@ -700,9 +667,8 @@ def expected_performance(probs: npt.ArrayLike, threshold: float) -> ExpectedPerf
     Returns:
         The expected confusion counts and rates at ``threshold``, and the expected AUROC.
     """
-    p = _probabilities(probs)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    p = probabilities(probs)
+    unit_interval(threshold, "threshold")
     called = p >= threshold
     tp = float(p[called].sum())
     fp = float(called.sum()) - tp
@@ -732,7 +698,7 @@ class Platt:
 
     def __call__(self, probs: npt.ArrayLike) -> FloatArray:
         """Return ``probs`` recalibrated (monotone in ``p`` when the slope is positive)."""
-        p = np.clip(_probabilities(probs), _EPS, 1.0 - _EPS)
+        p = np.clip(probabilities(probs), _EPS, 1.0 - _EPS)
         return np.asarray(special.expit(self.slope * special.logit(p) + self.intercept), dtype=np.float64)
 
 
@@ -758,12 +724,10 @@ def platt_scaling(probs: npt.ArrayLike, outcomes: npt.ArrayLike, *, min_per_clas
         ``p_value`` tests whether the probabilities were calibrated on these outcomes (likelihood
         ratio against the identity map, chi-square with 2 degrees of freedom).
     """
-    p = np.clip(_probabilities(probs), _EPS, 1.0 - _EPS)
-    y = _finite_1d(outcomes, "outcomes")
-    if y.size != p.size:
-        raise ValueError(f"probs and outcomes must have the same length, got {p.size} and {y.size}")
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("outcomes must be 0 or 1")
+    p = np.clip(probabilities(probs), _EPS, 1.0 - _EPS)
+    y = finite_1d(outcomes, "outcomes")
+    same_length("probs", p.size, "outcomes", y.size)
+    binary(y, "outcomes")
     positives = int(y.sum())
     if min(positives, y.size - positives) < min_per_class:
         raise ValueError(
@@ -790,44 +754,7 @@ def platt_scaling(probs: npt.ArrayLike, outcomes: npt.ArrayLike, *, min_per_clas
     )
 
 
-# --- Black-box shift tests on model outputs -----------------------------------------------------------------------
-
-
-def ks_test(ref: npt.ArrayLike, cur: npt.ArrayLike) -> tuple[float, float]:
-    """Return the two-sample Kolmogorov-Smirnov statistic and p-value (scipy, two-sided).
-
-    Black-box shift detection: compare the model's output (probability, or each softmax
-    output) between reference and current windows. With many outputs or sites, correct the
-    p-values together (``benjamini_hochberg``).
-
-    Args:
-        ref: reference sample, 1-D; NaNs (failed studies) are dropped.
-        cur: current sample, 1-D; NaNs are dropped.
-
-    Returns:
-        ``(statistic, p_value)``, the statistic the largest gap between the two empirical CDFs.
-    """
-    result = sps.ks_2samp(_finite_1d(ref, "ref", drop_nan=True), _finite_1d(cur, "cur", drop_nan=True))
-    return float(result.statistic), float(result.pvalue)
-
-
-def benjamini_hochberg(p_values: npt.ArrayLike, alpha: float = 0.05) -> npt.NDArray[np.bool_]:
-    """Return which hypotheses to reject, keeping the false discovery rate at ``alpha``.
-
-    Benjamini-Hochberg step-up on independent (or positively dependent) tests, via
-    ``scipy.stats.false_discovery_control``: reject where the adjusted p-value is <= ``alpha``.
-
-    Args:
-        p_values: one p-value per test, 1-D in [0, 1]; no NaN.
-        alpha: the target false discovery rate, in (0, 1).
-
-    Returns:
-        A boolean mask, same shape as ``p_values``: True where the test is a discovery.
-    """
-    p = _probabilities(p_values, "p_values")
-    level = _open_unit(alpha, "alpha")
-    adjusted = sps.false_discovery_control(p, method="bh")
-    return np.asarray(adjusted <= level, dtype=np.bool_)
+# --- Multiple testing -------------------------------------------------------------------------------------------
 
 
 def holm(p_values: npt.ArrayLike, alpha: float = 0.01) -> npt.NDArray[np.bool_]:
@@ -844,8 +771,8 @@ def holm(p_values: npt.ArrayLike, alpha: float = 0.01) -> npt.NDArray[np.bool_]:
     Returns:
         A boolean mask, same shape as ``p_values``: True where the test is rejected.
     """
-    p = _probabilities(p_values, "p_values")
-    level = _open_unit(alpha, "alpha")
+    p = probabilities(p_values, "p_values")
+    level = open_unit(alpha, "alpha")
     order = np.argsort(p, kind="stable")
     m = p.size
     passed = p[order] <= level / (m - np.arange(m))

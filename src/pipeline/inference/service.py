@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from pipeline.dicom import DicomError, load_study
+from pipeline.model import enable_mc_dropout, preprocess
 from pipeline.registry import LoadedModel
 from pipeline.store import Decision, ErrorType, Status, encode_embedding
-from pipeline.training.model import enable_mc_dropout
-from pipeline.training.transforms import preprocess
 
 log = logging.getLogger(__name__)
 

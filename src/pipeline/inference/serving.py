@@ -11,7 +11,15 @@ import logging
 from collections.abc import Callable
 
 from pipeline.inference.service import InferenceService
-from pipeline.registry import CHAMPION, SHADOW, LoadedModel, ModelNotFound, load_model, version_for
+from pipeline.registry import (
+    CHAMPION,
+    SHADOW,
+    VALIDATION_THRESHOLD,
+    LoadedModel,
+    ModelNotFound,
+    load_model,
+    version_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,7 @@ def load_shadow(model_name: str) -> LoadedModel | None:
     from mlflow import MlflowClient
 
     tags = MlflowClient().get_model_version(model_name, loaded.version).tags
-    threshold = tags.get("validation_threshold")
+    threshold = tags.get(VALIDATION_THRESHOLD)
     return loaded if threshold is None else dataclasses.replace(loaded, threshold=float(threshold))
 
 

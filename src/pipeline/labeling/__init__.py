@@ -2,12 +2,11 @@
 
 ``push_queued`` turns ``relabel_queue`` rows into tasks (rendered PNG, the model's answer pre-filled, no PHI);
 ``sync_annotations`` pulls finished annotations into ``labels``, measures agreement and sends disagreements to
-the ``adjudication`` project; ``bot.annotate`` stands in for annotators in demos and tests.
+the ``adjudication`` project (``pipeline.demo.annotator`` stands in for annotators in demos and tests).
 """
 
 from __future__ import annotations
 
-from pipeline.labeling import bot
 from pipeline.labeling.agreement import AgreementResult, agreement, cohen_kappa, fleiss_kappa
 from pipeline.labeling.client import LabelStudioUnavailable, RetryTransport, make_client
 from pipeline.labeling.interface import LABEL_CONFIG, PROJECTS, ProjectKind, ProjectSpec, project_title
@@ -40,7 +39,6 @@ __all__ = [
     "RetryTransport",
     "SyncResult",
     "agreement",
-    "bot",
     "cohen_kappa",
     "disagreements",
     "ensure_project",

@@ -16,14 +16,14 @@ from collections.abc import Callable
 import httpx
 from label_studio_sdk import LabelStudio
 
-from pipeline.config import Settings, get_settings
-
 log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUS_IDEMPOTENT = frozenset({500, 502, 503, 504})
 RETRY_STATUS_ANY = frozenset({502, 503})
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF_S = 1.0
 
 
 class LabelStudioUnavailable(RuntimeError):
@@ -109,36 +109,32 @@ class RetryTransport(httpx.BaseTransport):
 
 
 def make_client(
-    settings: Settings | None = None,
     *,
-    url: str | None = None,
-    token: str | None = None,
-    attempts: int | None = None,
-    backoff_s: float | None = None,
+    url: str,
+    token: str | None,
+    attempts: int = DEFAULT_ATTEMPTS,
+    backoff_s: float = DEFAULT_BACKOFF_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> LabelStudio:
     """Return a label-studio-sdk 2.x client for the configured server, retrying transient failures.
 
     Args:
-        settings: the pipeline settings (default :func:`pipeline.config.get_settings`).
-        url: overrides ``settings.label_studio_url``.
-        token: overrides ``settings.label_studio_token`` (a legacy API token or a personal access token).
-        attempts: tries per request; default ``settings.label_studio_attempts``.
-        backoff_s: first wait between tries in seconds; default ``settings.label_studio_backoff_s``.
+        url: the server (``PIPELINE_LABEL_STUDIO_URL``).
+        token: a legacy API token or a personal access token (``PIPELINE_LABEL_STUDIO_TOKEN``).
+        attempts: tries per request on connection errors and 5xx answers.
+        backoff_s: first wait between tries in seconds; it doubles after each failed try.
         timeout_s: read timeout of one request in seconds.
 
     Raises:
         ValueError: no token is configured.
     """
-    settings = settings or get_settings()
-    base_url = (url or settings.label_studio_url).rstrip("/")
-    secret = token or (settings.label_studio_token.get_secret_value() if settings.label_studio_token else None)
+    base_url, secret = url.rstrip("/"), token
     if not secret:
         raise ValueError("no Label Studio API token: set PIPELINE_LABEL_STUDIO_TOKEN")
     transport = RetryTransport(
         base_url,
-        attempts=attempts if attempts is not None else settings.label_studio_attempts,
-        backoff_s=backoff_s if backoff_s is not None else settings.label_studio_backoff_s,
+        attempts=attempts,
+        backoff_s=backoff_s,
     )
     http = httpx.Client(transport=transport, timeout=timeout_s, follow_redirects=True)
     return LabelStudio(base_url=base_url, api_key=secret, httpx_client=http)

@@ -132,6 +132,12 @@ PROJECTS: dict[ProjectKind, ProjectSpec] = {
 """Every project the pipeline owns, by kind."""
 
 
+#: Prefix of the project titles the pipeline owns (``PIPELINE_LABEL_STUDIO_PROJECT_PREFIX``).
+DEFAULT_PREFIX = "pipeline/"
+#: Longest side of the renderings annotators see, in pixels (``PIPELINE_LABEL_STUDIO_IMAGE_SIZE_PX``).
+DEFAULT_IMAGE_SIZE_PX = 1024
+
+
 def project_title(kind: ProjectKind | str, prefix: str) -> str:
     """Return the title of the project of ``kind``: ``<prefix><kind>``, how a later run finds it again."""
     return f"{prefix}{ProjectKind(kind).value}"

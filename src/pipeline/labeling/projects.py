@@ -9,23 +9,17 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 
-from pipeline.config import get_settings
-from pipeline.labeling.interface import LABEL_CONFIG, PROJECTS, ProjectKind, project_title
+from pipeline.labeling.interface import DEFAULT_PREFIX, LABEL_CONFIG, PROJECTS, ProjectKind, project_title
 
 log = logging.getLogger(__name__)
 
 
-def resolve_prefix(prefix: str | None) -> str:
-    """Return ``prefix``, or the configured project-title prefix when it is None."""
-    return get_settings().label_studio_project_prefix if prefix is None else prefix
-
-
-def find_project(client: LabelStudio, kind: ProjectKind | str, *, prefix: str | None = None) -> int | None:
+def find_project(client: LabelStudio, kind: ProjectKind | str, *, prefix: str = DEFAULT_PREFIX) -> int | None:
     """Return the id of the project of ``kind`` (by its exact title), or None when there is none.
 
     Were there ever two (two runs racing to create it), the oldest wins and a warning names both.
     """
-    title = project_title(kind, resolve_prefix(prefix))
+    title = project_title(kind, prefix)
     ids = _project_ids(client, title)
     if len(ids) > 1:
         log.warning("%d Label Studio projects titled %r (%s): using %d", len(ids), title, ids, ids[0])
@@ -38,9 +32,9 @@ def _project_ids(client: LabelStudio, title: str) -> list[int]:
     return sorted(p.id for p in projects if p.title == title and p.id is not None)
 
 
-def project_folder(document_root: Path, kind: ProjectKind | str, *, prefix: str | None = None) -> Path:
+def project_folder(document_root: Path, kind: ProjectKind | str, *, prefix: str = DEFAULT_PREFIX) -> Path:
     """Return the folder under ``document_root`` that holds the PNGs of the project of ``kind``."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", project_title(kind, resolve_prefix(prefix))).strip("-")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", project_title(kind, prefix)).strip("-")
     return document_root / slug
 
 
@@ -48,7 +42,7 @@ def ensure_project(
     client: LabelStudio,
     kind: ProjectKind | str,
     *,
-    prefix: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
     document_root: Path | None = None,
 ) -> int:
     """Return the id of the project of ``kind``, creating and configuring it when it does not exist yet.
@@ -59,13 +53,13 @@ def ensure_project(
     Args:
         client: a Label Studio client (:func:`pipeline.labeling.make_client`).
         kind: which project.
-        prefix: project-title prefix; default ``settings.label_studio_project_prefix``.
+        prefix: project-title prefix (``PIPELINE_LABEL_STUDIO_PROJECT_PREFIX``).
         document_root: Label Studio's local-files document root; when given, the project gets a local-files
             storage over its PNG folder (:func:`project_folder`), without which the server refuses to serve them.
     """
     kind = ProjectKind(kind)
     spec = PROJECTS[kind]
-    title = project_title(kind, resolve_prefix(prefix))
+    title = project_title(kind, prefix)
     project_id = find_project(client, kind, prefix=prefix)
     if project_id is None:
         created = client.projects.create(

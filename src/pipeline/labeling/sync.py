@@ -18,22 +18,22 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from label_studio_sdk import LabelStudio
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.config import get_settings
 from pipeline.labeling.agreement import AgreementResult, agreement
-from pipeline.labeling.interface import ProjectKind
+from pipeline.labeling.interface import DEFAULT_PREFIX, ProjectKind
 from pipeline.labeling.parse import IncompleteAnnotation, LabelRow, label_row
 from pipeline.labeling.projects import ensure_project, find_project
 from pipeline.labeling.tasks import find_tasks, task_page
+from pipeline.store import insert_for
 from pipeline.store.read import labels_not_in_a_snapshot
 from pipeline.store.schema import QueueStatus, labels, relabel_queue
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+#: Labeled studies no snapshot holds yet that make a sync announce new labels (``PIPELINE_NEW_LABELS_THRESHOLD``).
+DEFAULT_NEW_LABELS_THRESHOLD = 50
 """Tasks read (and stored in one transaction) per page."""
 
 _LS_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # the only datetime format Label Studio's data-manager filters accept
@@ -138,9 +138,9 @@ def sync_annotations(
     client: LabelStudio,
     *,
     now: datetime,
-    prefix: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
     page_size: int = PAGE_SIZE,
-    new_labels_threshold: int | None = None,
+    new_labels_threshold: int = DEFAULT_NEW_LABELS_THRESHOLD,
     on_page: Callable[[PageResult], None] | None = None,
 ) -> SyncResult:
     """Store every annotation changed since the last sync, update the queue, and send disagreements to adjudication.
@@ -149,17 +149,17 @@ def sync_annotations(
         engine: the store.
         client: a Label Studio client (:func:`pipeline.labeling.make_client`).
         now: the sync's time (UTC), stored as ``labels.synced_at``.
-        prefix: project-title prefix; default ``settings.label_studio_project_prefix``.
+        prefix: project-title prefix (``PIPELINE_LABEL_STUDIO_PROJECT_PREFIX``).
         page_size: tasks per page (one transaction each).
-        new_labels_threshold: labeled studies no snapshot holds that make ``new_labels_ready``; default
-            ``settings.new_labels_threshold``.
+        new_labels_threshold: labeled studies no snapshot holds that make ``new_labels_ready``
+            (``PIPELINE_NEW_LABELS_THRESHOLD``).
         on_page: called after each committed page (progress reporting).
 
     Raises:
         pipeline.labeling.LabelStudioUnavailable: the server did not answer; committed pages stay, nothing else
             is written.
     """
-    threshold = new_labels_threshold if new_labels_threshold is not None else get_settings().new_labels_threshold
+    threshold = new_labels_threshold
     results = []
     users: dict[int, str] | None = None
     for kind in ProjectKind:
@@ -296,7 +296,7 @@ def _same_time(stored: datetime, fresh: datetime) -> bool:
 
 
 def _upsert_labels(conn: Connection) -> sa.Executable:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(conn)
     stmt = insert(labels)
     changed = {c.name: stmt.excluded[c.name] for c in labels.columns if c.name != "annotation_id"}
     return stmt.on_conflict_do_update(index_elements=["annotation_id"], set_=changed)
@@ -363,7 +363,7 @@ def disagreements(engine: Engine) -> dict[str, tuple[str, Mapping[str, list[bool
     return found
 
 
-def send_to_adjudication(engine: Engine, client: LabelStudio, *, prefix: str | None = None) -> tuple[str, ...]:
+def send_to_adjudication(engine: Engine, client: LabelStudio, *, prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
     """Create an adjudication task for every study whose annotators disagree; return the study ids sent.
 
     The task copies the original task's data (same image, no new rendering) and its prediction, and adds the

@@ -21,9 +21,8 @@ import sqlalchemy as sa
 from label_studio_sdk import LabelStudio
 from sqlalchemy.engine import Engine
 
-from pipeline.config import get_settings
 from pipeline.dicom import DicomError, read_pixels, render_png
-from pipeline.labeling.interface import IMAGE_KEY, VERDICT
+from pipeline.labeling.interface import DEFAULT_IMAGE_SIZE_PX, DEFAULT_PREFIX, IMAGE_KEY, VERDICT
 from pipeline.labeling.projects import ensure_project, project_folder
 from pipeline.store.schema import QueueStatus, inference_logs, relabel_queue, studies
 
@@ -210,8 +209,8 @@ def push_queued(
     document_root: Path | str,
     *,
     limit: int | None = None,
-    prefix: str | None = None,
-    image_size_px: int | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    image_size_px: int = DEFAULT_IMAGE_SIZE_PX,
     now: datetime | None = None,
 ) -> PushResult:
     """Create a Label Studio task for every ``queued`` study and mark it ``pushed``; return what was done.
@@ -225,8 +224,8 @@ def push_queued(
         client: a Label Studio client (:func:`pipeline.labeling.make_client`).
         document_root: Label Studio's local-files document root (``settings.label_studio_document_root``).
         limit: push at most this many studies (highest priority first).
-        prefix: project-title prefix; default ``settings.label_studio_project_prefix``.
-        image_size_px: longest side of the PNGs; default ``settings.label_studio_image_size_px``.
+        prefix: project-title prefix (``PIPELINE_LABEL_STUDIO_PROJECT_PREFIX``).
+        image_size_px: longest side of the PNGs (``PIPELINE_LABEL_STUDIO_IMAGE_SIZE_PX``).
         now: the time recorded as ``pushed_at`` (default: the current UTC time).
 
     Raises:
@@ -234,7 +233,7 @@ def push_queued(
             the rest stay queued.
     """
     root = Path(document_root)
-    size = image_size_px or get_settings().label_studio_image_size_px
+    size = image_size_px
     created = found = 0
     unrenderable: list[str] = []
     per_project: dict[str, int] = {}

@@ -3,7 +3,7 @@
 from pipeline.monitor.expectations import Outcome, QualityRun, run_expectations
 from pipeline.monitor.quality import QualityResult, QualityThresholds, check_quality
 from pipeline.monitor.rules import RateRule, RateVerdict
-from pipeline.monitor.run import EmptyWindow, MonitorResult, report_path_for, run_monitor, run_monitor_from_settings
+from pipeline.monitor.run import EmptyWindow, MonitorResult, report_path_for, run_monitor
 from pipeline.monitor.technical import TechnicalResult, TechnicalThresholds, check_technical, window_metrics
 
 __all__ = [
@@ -22,6 +22,5 @@ __all__ = [
     "report_path_for",
     "run_expectations",
     "run_monitor",
-    "run_monitor_from_settings",
     "window_metrics",
 ]

@@ -22,7 +22,6 @@ from pipeline.monitor.expectations import QualityRun, run_expectations
 from pipeline.monitor.quality import QualityBaseline, QualityThresholds, alert_key, check_quality
 from pipeline.monitor.rules import RateRule
 from pipeline.monitor.technical import ERROR_TYPES, TechnicalThresholds, check_technical
-from pipeline.reports import write_monitoring_report
 from pipeline.store import read_window
 from pipeline.store.schema import inference_logs, monitor_metrics
 
@@ -269,8 +268,9 @@ def run_monitor(
 
     With ``gx_project_dir`` (the Great Expectations project holding the suites), the window's data
     quality is checked too, and its validation results and Data Docs are written under
-    ``gx_data_dir`` (default: the project's ``gx/uncommitted``, ignored by git). With
-    ``report_path``, the window's HTML report is written there and every alert links to it.
+    ``gx_data_dir`` (default: the project's ``gx/uncommitted``, ignored by git). Every alert links to
+    ``report_path``, where the caller writes the window's HTML report from the result
+    (``pipeline.reports.write_run_report``; the monitoring entry does).
     Drift and label-free performance are checked against ``drift_thresholds``' reference
     (``check_drift=False`` skips them).
 
@@ -330,8 +330,6 @@ def run_monitor(
         checked=checked,
         report_path=None if report_path is None else str(report_path),
     )
-    if report_path is not None:
-        write_monitoring_report(engine, start, end, report_path, quality=quality_run, drift=drift_run)
     log.info(
         "monitor %s..%s: %d studies, %d findings, %d sites with too little data",
         start.isoformat(),
@@ -352,29 +350,3 @@ def run_monitor(
         drift_run,
         report_path,
     )
-
-
-def run_monitor_from_settings(
-    start: datetime, end: datetime, *, report_path: Path | None = None
-) -> tuple[MonitorResult, Engine]:
-    """Run the monitor on ``[start, end)`` as configured by ``PIPELINE_*``; return its result and the store.
-
-    The store is migrated first; the report goes to ``report_path`` or its place under the storage
-    root, validation results and Data Docs to ``<storage root>/gx``.
-    """
-    from pipeline.config import get_settings
-    from pipeline.store import make_engine, upgrade
-
-    settings = get_settings()
-    engine = make_engine(settings.db_url)
-    upgrade(engine)
-    root = Path(settings.storage_root)
-    result = run_monitor(
-        engine,
-        start,
-        end,
-        gx_project_dir=Path(settings.gx_project_dir),
-        gx_data_dir=root / "gx",
-        report_path=report_path or report_path_for(root, start, end),
-    )
-    return result, engine

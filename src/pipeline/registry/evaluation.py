@@ -1,18 +1,15 @@
 """How a trained model does on its validation set: ROC, precision-recall, calibration, the confusion at the threshold.
 
 :func:`evaluate_probs` is a pure function over probabilities and labels returning an :class:`Evaluation`
-(numbers and the curves behind them); :func:`log_evaluation` logs its numbers as run metrics and its
-plots (drawn by ``pipeline.reports.training`` from the result) as run artifacts.
+(numbers and the curves behind them); :func:`log_evaluation` logs its numbers as run metrics. Its plots and page
+are drawn from the result by ``pipeline.reports.log_evaluation_report``, into the run's ``EVALUATION_ARTIFACTS``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from pipeline.drift.checks import binary, both_classes, finite_1d, probabilities, same_length, unit_interval
 from pipeline.registry.models import NoActiveRun
 
 log = logging.getLogger(__name__)
@@ -81,24 +79,14 @@ class Evaluation:
 
 
 def _check(probs: np.ndarray, labels: np.ndarray, threshold: float) -> None:
-    if probs.ndim != 1 or labels.ndim != 1 or len(probs) != len(labels):
-        raise EvaluationError(
-            f"probabilities {probs.shape} and labels {labels.shape} must be 1-D arrays of the same length"
-        )
-    if len(probs) == 0:
-        raise EvaluationError("no studies to evaluate: the probabilities and labels are empty")
-    if not set(np.unique(labels).tolist()) <= {0, 1}:
-        raise EvaluationError(f"labels must be 0 (normal) or 1 (abnormal), got {sorted(set(labels.tolist()))}")
-    classes = np.unique(labels)
-    if len(classes) < 2:
-        only = "abnormal (1)" if classes[0] == 1 else "normal (0)"
-        raise EvaluationError(
-            f"all {len(labels)} studies are {only}: ROC, AUROC, sensitivity and specificity need both classes"
-        )
-    if not np.isfinite(probs).all() or probs.min() < 0.0 or probs.max() > 1.0:
-        raise EvaluationError("probabilities must be finite and in [0, 1]")
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise EvaluationError(f"threshold {threshold!r} is not a probability in [0, 1]")
+    try:
+        p = probabilities(probs, "probs")
+        y = finite_1d(labels, "labels")
+        same_length("probs", p.size, "labels", y.size)
+        both_classes(binary(y, "labels"), "studies")
+        unit_interval(threshold, "threshold")
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 def evaluate_probs(probs: np.ndarray, labels: np.ndarray, threshold: float, *, n_bins: int = 10) -> Evaluation:
@@ -164,15 +152,13 @@ def log_evaluation(
     run_id: str | None = None,
     prefix: str = "validation",
     title: str = "validation set",
-    artifact_path: str = EVALUATION_ARTIFACTS,
 ) -> Evaluation:
     """Evaluate ``probs`` against ``labels`` at ``threshold`` and log it to a run; return the evaluation.
 
     Metrics ``<prefix>_auroc``, ``_average_precision``, ``_ece``, ``_sensitivity``, ``_specificity``,
     ``_prevalence``, ``_threshold`` at step 0 (the default prefix ``validation`` keeps them apart from the
-    per-epoch ``val_auroc`` of ``train``, which is the model before calibration at each epoch); artifacts under ``artifact_path``: ``roc.png``,
-    ``precision_recall.png``, ``calibration.png``, ``confusion_matrix.png`` and ``evaluation.html``
-    (all four in one page). Re-logging overwrites the same artifacts and adds the same metric values.
+    per-epoch ``val_auroc`` of ``train``, which is the model before calibration at each epoch). Re-logging adds
+    the same metric values.
 
     Args:
         probs: P(abnormal) per study, shape (N,).
@@ -180,15 +166,12 @@ def log_evaluation(
         threshold: the deployed threshold.
         run_id: the run to log into; the active run when None.
         prefix: metric name prefix (the set's name; not ``val``, which the per-epoch metrics use).
-        title: what the set is, in the plots' titles.
-        artifact_path: artifact folder inside the run.
+        title: what the set is, in the log line.
 
     Raises:
         EvaluationError: see :func:`evaluate_probs`.
         NoActiveRun: no ``run_id`` and no active run.
     """
-    from pipeline.reports.training import write_evaluation_report
-
     if run_id is None:
         active = mlflow.active_run()
         if active is None:
@@ -198,9 +181,6 @@ def log_evaluation(
     client = MlflowClient()
     timestamp = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in evaluation.metrics(prefix).items()])
-    with tempfile.TemporaryDirectory(prefix="evaluation-") as folder:
-        write_evaluation_report(evaluation, Path(folder), title=title)
-        client.log_artifacts(run_id, folder, artifact_path)
     log.info(
         "%s: AUROC %.3f, AP %.3f, ECE %.3f, sensitivity %.3f / specificity %.3f at threshold %.4f",
         title,

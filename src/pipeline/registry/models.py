@@ -26,7 +26,17 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from pipeline.training.model import NormalFilterNet
+from pipeline.model import NormalFilterNet
+from pipeline.registry.tags import (
+    DATASET_SNAPSHOT,
+    GIT_COMMIT,
+    IMAGE_SIZE,
+    PARAMS_DIGEST,
+    PARENT_VERSION,
+    ROLE,
+    THRESHOLD,
+    VALIDATION_STATUS,
+)
 
 if TYPE_CHECKING:
     from mlflow.data.dataset import Dataset
@@ -41,8 +51,7 @@ SHADOW = "shadow"
 
 #: The artifact name of the model inside its run (``log_model(name=...)``).
 MODEL_ARTIFACT = "model"
-#: Version tag holding the validation verdict; ``pending`` until the validation suite writes it.
-VALIDATION_STATUS = "validation_status"
+#: The ``validation_status`` of a version until the validation suite writes its verdict.
 PENDING = "pending"
 
 
@@ -124,7 +133,7 @@ def log_and_register(
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    facts = {"threshold": f"{threshold:.6f}", "image_size": str(image_size), "git_commit": git_commit(), **(tags or {})}
+    facts = {THRESHOLD: f"{threshold:.6f}", IMAGE_SIZE: str(image_size), GIT_COMMIT: git_commit(), **(tags or {})}
     for key, value in facts.items():
         client.set_model_version_tag(model_name, version, key, value)
     log.info("registered %s version %s (threshold %.4f)", model_name, version, threshold)
@@ -176,8 +185,8 @@ def load_model(model_name: str, alias_or_version: str = CHAMPION) -> LoadedModel
         model=model,
         name=model_name,
         version=version,
-        threshold=float(details.tags.get("threshold", 0.5)),
-        image_size=int(details.tags.get("image_size", 128)),
+        threshold=float(details.tags.get(THRESHOLD, 0.5)),
+        image_size=int(details.tags.get(IMAGE_SIZE, 128)),
     )
 
 
@@ -309,13 +318,13 @@ def register_candidate(
     run_id = run.info.run_id
     client = MlflowClient()
     facts = {
-        "dataset_snapshot": snapshot_hash,
-        "git_commit": git_commit(),
-        "parent_version": parent_version or "none",
-        "params_digest": params_digest(params),
-        "threshold": f"{threshold:.6f}",
-        "image_size": str(image_size),
-        "role": CANDIDATE,
+        DATASET_SNAPSHOT: snapshot_hash,
+        GIT_COMMIT: git_commit(),
+        PARENT_VERSION: parent_version or "none",
+        PARAMS_DIGEST: params_digest(params),
+        THRESHOLD: f"{threshold:.6f}",
+        IMAGE_SIZE: str(image_size),
+        ROLE: CANDIDATE,
         **(tags or {}),
     }
 
@@ -334,7 +343,7 @@ def register_candidate(
 
     check_model_outputs(model, image_size)
     if dataset is not None:
-        mlflow.log_input(dataset, context="training", tags={"dataset_snapshot": snapshot_hash})
+        mlflow.log_input(dataset, context="training", tags={DATASET_SNAPSHOT: snapshot_hash})
     model_uri = _logged_model_of_run(run.info.experiment_id, run_id)
     if model_uri is None:
         example = input_example(image_size)
@@ -347,7 +356,7 @@ def register_candidate(
             input_example=example,
             metadata={"example_logits": [float(v) for v in logits], "image_size": image_size},
             params=flat_params(params),
-            tags={"dataset_snapshot": snapshot_hash},
+            tags={DATASET_SNAPSHOT: snapshot_hash},
             serialization_format="pickle",  # the eager module: MC dropout needs train() on its dropout layers
         )
         model_uri = info.model_uri

@@ -20,13 +20,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from pipeline.registry.models import ensure_experiment, flat_params, git_commit, params_digest
+from pipeline.registry.tags import DATASET_SNAPSHOT, GIT_COMMIT, PARAMS_DIGEST, PARENT_VERSION, RUN_KEY, TRIGGER
 
 log = logging.getLogger(__name__)
 
 #: What may start a training run: the new-labels asset, an engineer's trigger, the first champion, a benchmark.
 TRIGGERS = frozenset({"asset", "manual", "bootstrap", "benchmark"})
-#: Run tag holding the caller's key of a run (see :func:`training_run`).
-RUN_KEY = "run_key"
 
 
 class RunMismatch(ValueError):
@@ -121,11 +120,11 @@ def training_run(
     experiment_id = ensure_experiment(experiment)
     existing = find_run(experiment_id, run_key) if run_key is not None else None
     run_tags = {
-        "git_commit": git_commit(),
-        "dataset_snapshot": snapshot_hash,
-        "parent_version": parent_version or "none",
-        "trigger": trigger,
-        "params_digest": params_digest(params),
+        GIT_COMMIT: git_commit(),
+        DATASET_SNAPSHOT: snapshot_hash,
+        PARENT_VERSION: parent_version or "none",
+        TRIGGER: trigger,
+        PARAMS_DIGEST: params_digest(params),
         **({RUN_KEY: run_key} if run_key is not None else {}),
         **(tags or {}),
     }

@@ -25,6 +25,7 @@ from pipeline.store.schema import alerts, monitor_metrics
 if TYPE_CHECKING:
     from pipeline.monitor.drift import DriftRun, SiteDrift
     from pipeline.monitor.expectations import QualityRun
+    from pipeline.monitor.run import MonitorResult
 
 
 def _history(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
@@ -315,3 +316,12 @@ def write_monitoring_report(
     tmp.write_text("\n".join(parts))
     tmp.replace(path)
     return path
+
+
+def write_run_report(engine: Engine, result: MonitorResult) -> Path | None:
+    """Write the report of one monitoring run where its alerts link (``result.report_path``); None without one."""
+    if result.report_path is None:
+        return None
+    return write_monitoring_report(
+        engine, result.window_start, result.window_end, result.report_path, quality=result.quality, drift=result.drift
+    )

@@ -172,3 +172,22 @@ def write_evaluation_report(ev: Evaluation, folder: Path, *, title: str = "valid
     )
     report.html.write_text(page, encoding="utf-8")
     return report
+
+
+def log_evaluation_report(
+    ev: Evaluation, run_id: str, *, title: str = "validation set", artifact_path: str | None = None
+) -> EvaluationReport:
+    """Write the evaluation's report (:func:`write_evaluation_report`) and log it into the MLflow run ``run_id``
+    under ``artifact_path`` (default the registry's ``EVALUATION_ARTIFACTS``); logging again overwrites it.
+
+    Returns the report's files (in a temporary folder, gone once logged: read them in the run)."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from pipeline.registry.evaluation import EVALUATION_ARTIFACTS
+
+    with tempfile.TemporaryDirectory(prefix="evaluation-") as folder:
+        report = write_evaluation_report(ev, Path(folder), title=title)
+        MlflowClient().log_artifacts(run_id, folder, artifact_path or EVALUATION_ARTIFACTS)
+    return report

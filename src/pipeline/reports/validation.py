@@ -19,6 +19,8 @@ from pipeline.registry.evaluation import evaluate_probs
 from pipeline.reports.figures import png_base64, pyplot
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from pipeline.validation.shadow import ShadowReport
     from pipeline.validation.suite import Verdict
 
@@ -211,3 +213,29 @@ def write_shadow_report(report: ShadowReport, path: Path) -> Path:
     )
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def record_validation(engine: Engine, verdict: Verdict, *, report_dir: Path | None = None) -> str:
+    """Write the verdict's report (``validation.html``) and record both onto the candidate version
+    (``pipeline.validation.record_verdict``); return the report's URI."""
+    import tempfile
+
+    from pipeline.validation import record_verdict
+
+    folder = report_dir or Path(tempfile.mkdtemp(prefix="validation-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    page = write_validation_report(verdict, folder / "validation.html")
+    return record_verdict(engine, verdict, report_dir=folder, pages=[page])
+
+
+def record_shadow(engine: Engine, report: ShadowReport, actor: str, *, report_dir: Path | None = None) -> str:
+    """Write the shadow report (``shadow.html``) and record both onto the version
+    (``pipeline.validation.shadow.record_shadow_report``); return the report's URI."""
+    import tempfile
+
+    from pipeline.validation.shadow import record_shadow_report
+
+    folder = report_dir or Path(tempfile.mkdtemp(prefix="shadow-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    page = write_shadow_report(report, folder / "shadow.html")
+    return record_shadow_report(engine, report, actor, report_dir=folder, pages=[page])

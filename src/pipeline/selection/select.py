@@ -41,12 +41,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from scipy import special
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from pipeline.alerts import Kind
-from pipeline.store import decode_embeddings
+from pipeline.store import decode_embeddings, insert_for
 from pipeline.store.schema import (
     Pick,
     QueueStatus,
@@ -499,7 +497,7 @@ def select_for_relabeling(
         }
     ).reset_index(drop=True)
     if len(picks):
-        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        insert = insert_for(engine)
         with engine.begin() as conn:
             conn.execute(
                 insert(relabel_queue).on_conflict_do_nothing(index_elements=["study_id"]),

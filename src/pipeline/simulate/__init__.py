@@ -16,7 +16,6 @@ from pipeline.simulate.phantom import (
     apply_acquisition,
     make_phantom,
     render_anatomy,
-    sample_patient,
 )
 
 __all__ = [
@@ -33,5 +32,4 @@ __all__ = [
     "apply_acquisition",
     "make_phantom",
     "render_anatomy",
-    "sample_patient",
 ]

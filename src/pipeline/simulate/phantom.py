@@ -773,33 +773,3 @@ def make_phantom(
     acquisition = acquisition or Acquisition()
     anatomy = render_anatomy(patient, size=size, rng=rng, heart_magnification=acquisition.heart_magnification)
     return apply_acquisition(anatomy, acquisition, rng=rng)
-
-
-def sample_patient(
-    rng: np.random.Generator | int | None = None,
-    *,
-    p_abnormal: float = 0.5,
-    age_range_years: tuple[float, float] = (18.0, 90.0),
-    finding_weights: dict[str, float] | None = None,
-) -> Patient:
-    """Return a random patient: uniform age in ``age_range_years``, either sex, maybe one finding.
-
-    Args:
-        rng: a seeded generator, or a seed.
-        p_abnormal: probability of drawing a finding.
-        age_range_years: inclusive range of the age, years.
-        finding_weights: relative weight per finding name; default equal weights.
-    """
-    rng = np.random.default_rng(rng)
-    weights = finding_weights or dict.fromkeys(FINDINGS, 1.0)
-    unknown = set(weights) - set(FINDINGS)
-    if unknown:
-        raise UnknownFinding(f"unknown finding(s) {sorted(unknown)}; known: {', '.join(FINDINGS)}")
-    names = list(weights)
-    p = np.asarray([weights[n] for n in names], dtype=float)
-    age = float(rng.uniform(*age_range_years))
-    sex: Sex = "M" if rng.random() < 0.5 else "F"
-    findings: tuple[str, ...] = ()
-    if rng.random() < p_abnormal:
-        findings = (names[int(rng.choice(len(names), p=p / p.sum()))],)
-    return Patient(age_years=age, sex=sex, findings=findings)

@@ -1,6 +1,6 @@
 """The inference-log store: schema, migrations, validated idempotent ingest and windowed reads."""
 
-from pipeline.store.engine import is_postgres, make_engine
+from pipeline.store.engine import insert_for, is_postgres, make_engine
 from pipeline.store.migrate import current_revision, downgrade, upgrade
 from pipeline.store.read import read_window
 from pipeline.store.schema import TABLES, Decision, ErrorType, Status, metadata
@@ -20,6 +20,7 @@ __all__ = [
     "downgrade",
     "encode_embedding",
     "ingest",
+    "insert_for",
     "is_postgres",
     "make_engine",
     "metadata",

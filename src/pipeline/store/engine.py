@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -35,6 +37,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     raise ValueError(f"unsupported store backend {parsed.get_backend_name()!r}: use sqlite or postgresql")
 
 
-def is_postgres(engine: Engine) -> bool:
-    """Return True when ``engine`` talks to PostgreSQL."""
+def is_postgres(engine: Engine | Connection) -> bool:
+    """Return True when ``engine`` (or a connection of it) talks to PostgreSQL."""
     return engine.dialect.name == "postgresql"
+
+
+def insert_for(bind: Engine | Connection) -> Callable[[sa.Table], postgresql.Insert | sqlite.Insert]:
+    """Return the ``insert`` of the store's dialect, PostgreSQL's or SQLite's: the one with ``on_conflict_do_*``.
+
+    Every idempotent write of the pipeline (``INSERT .. ON CONFLICT DO NOTHING`` or ``DO UPDATE``) builds its
+    statement with it, e.g. ``insert_for(conn)(table).on_conflict_do_nothing(index_elements=["study_id"])``.
+
+    Args:
+        bind: the store's engine, or a connection of it.
+    """
+    return postgresql.insert if is_postgres(bind) else sqlite.insert

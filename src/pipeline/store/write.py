@@ -23,11 +23,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.store.engine import is_postgres
+from pipeline.store.engine import insert_for, is_postgres
 from pipeline.store.schema import TABLES, ingest_rejects
 from pipeline.store.validate import RowError, primary_key, validate_frame
 
@@ -102,13 +100,12 @@ def _record_rejects(conn: Connection, errors: tuple[RowError, ...], table_name: 
         }
         for e in errors
     ]
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(insert(ingest_rejects).on_conflict_do_nothing(), rows)
+    conn.execute(insert_for(conn)(ingest_rejects).on_conflict_do_nothing(), rows)
 
 
 def _upsert(conn: Connection, table: sa.Table, source: sa.Table | None = None) -> sa.Executable:
     """Return an INSERT .. ON CONFLICT for ``table`` (from ``source`` when given, else from parameters)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(conn)
     keys = primary_key(table)
     stmt = insert(table).from_select(list(source.c.keys()), sa.select(source)) if source is not None else insert(table)
     if table.name in UPDATABLE:

@@ -1,6 +1,5 @@
-"""Training the normal filter with MONAI: the network, the shared preprocessing, dataset snapshots, the training loop."""
+"""Training the normal filter with MONAI: dataset snapshots and the training loop (the network is ``pipeline.model``)."""
 
-from pipeline.training.model import NetConfig, NormalFilterNet, enable_mc_dropout
 from pipeline.training.snapshot import (
     Snapshot,
     SnapshotConfig,
@@ -20,15 +19,9 @@ from pipeline.training.train import (
     threshold_for_sensitivity,
     train,
 )
-from pipeline.training.transforms import LoadDicom, LoadDicomd, PrepareStudyd, finish, preprocess
 
 __all__ = [
     "CheckpointMismatch",
-    "LoadDicom",
-    "LoadDicomd",
-    "NetConfig",
-    "NormalFilterNet",
-    "PrepareStudyd",
     "Snapshot",
     "SnapshotConfig",
     "SnapshotCorrupt",
@@ -39,11 +32,8 @@ __all__ = [
     "as_mlflow_dataset",
     "build_snapshot",
     "check_trainable",
-    "enable_mc_dropout",
-    "finish",
     "load_snapshot",
     "predict_probs",
-    "preprocess",
     "threshold_for_sensitivity",
     "train",
 ]

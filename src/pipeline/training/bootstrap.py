@@ -25,13 +25,23 @@ from mlflow.data.pandas_dataset import from_pandas
 from monai.data import DataLoader, Dataset
 from sklearn.metrics import roc_auc_score
 
-from pipeline.registry import CHAMPION, ensure_experiment, log_and_register, params_digest, set_alias, version_for
+from pipeline.model import NetConfig, preprocess
+from pipeline.registry import (
+    CHAMPION,
+    DATASET_HASH,
+    ORIGIN,
+    PARAMS_DIGEST,
+    PARENT_VERSION,
+    ensure_experiment,
+    log_and_register,
+    params_digest,
+    set_alias,
+    version_for,
+)
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import Scenario, SiteJoins
-from pipeline.training.model import NetConfig
 from pipeline.training.train import TrainConfig, predict_probs, train
-from pipeline.training.transforms import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +174,7 @@ def bootstrap(
     force: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    nproc: int | None = None,
 ) -> BootstrapResult:
     """Train, register and crown the first champion unless one exists (or ``force``).
 
@@ -177,6 +188,7 @@ def bootstrap(
         force: train a new champion even if one exists.
         progress: show progress bars.
         on_epoch: called with (epoch, metrics) after each epoch (``train``'s callback), e.g. to print progress.
+        nproc: training processes (``PIPELINE_TRAIN_NPROC``; None: one per visible CUDA device).
     """
     config = config or BootstrapConfig()
     existing = version_for(model_name, CHAMPION)
@@ -226,7 +238,7 @@ def bootstrap(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
 
-        result = train(train_items, val_items, config.train, progress=progress, on_epoch=log_epoch)
+        result = train(train_items, val_items, config.train, progress=progress, on_epoch=log_epoch, nproc=nproc)
         test_auroc = _auroc(result.model, test_items, config.train.image_size)
         new_auroc = _auroc(result.model, new_items, config.train.image_size) if new_items else None
         mlflow.log_metrics({"test_auroc_stable": test_auroc, "best_val_auroc": result.best_val_auroc})
@@ -238,10 +250,10 @@ def bootstrap(
             image_size=config.train.image_size,
             threshold=result.threshold,
             tags={
-                "dataset_hash": dataset_hash,
-                "parent_version": "",
-                "params_digest": params_digest(params),
-                "origin": "bootstrap",
+                DATASET_HASH: dataset_hash,
+                PARENT_VERSION: "",
+                PARAMS_DIGEST: params_digest(params),
+                ORIGIN: "bootstrap",
             },
         )
     set_alias(model_name, CHAMPION, version)

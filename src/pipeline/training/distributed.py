@@ -1,17 +1,19 @@
 """Training on several processes: torchrun starts them, DistributedDataParallel (DDP) keeps their models equal.
 
 :func:`pipeline.training.train` comes here when :func:`process_plan` asks for more than one process: one
-per visible CUDA device (NCCL), or ``PIPELINE_TRAIN_NPROC`` / ``nproc`` processes, on the CPU (gloo) when
-no CUDA device is visible. The caller's process (the Airflow task, the CLI) stays the only one that talks
-to the world:
+per visible CUDA device (NCCL), or the ``nproc`` processes its caller asks for (the setting
+``PIPELINE_TRAIN_NPROC``, read by the caller), on the CPU (gloo) when no CUDA device is visible. This module reads
+no setting and no environment variable of its own. The caller's process (the Airflow task, the CLI) stays the
+only one that talks to the world:
 
 1. it checks the data and the checkpoint as a single process does (same exceptions, raised before any
    process starts) and decodes every study once into a disk cache the processes share;
 2. it runs ``python -m torch.distributed.run --standalone`` on this module with a run folder holding the
-   specification (items, config, warm start);
-3. every process trains on its :class:`~torch.utils.data.DistributedSampler` share of the training set
-   (``batch_size`` studies per process and step) and predicts its slice of the validation set; rank 0
-   gathers the predictions, computes the validation AUROC and the early-stopping decision, writes the
+   specification (items, config, warm start, threads per process);
+3. every process runs :func:`pipeline.training.train.fit`, the epoch loop of a single process, on a
+   DistributedDataParallel model: it trains on its :class:`~torch.utils.data.DistributedSampler` share of the
+   training set (``batch_size`` studies per process and step) and predicts its slice of the validation set;
+   rank 0 gathers the predictions, computes the validation AUROC and the early-stopping decision, writes the
    checkpoint (the plain model's weights, loadable by a single process), reports the epoch and waits
    until the caller has run ``on_epoch`` (an MLflow logger, say) before it broadcasts the decision, so
    every rank stops at the same epoch and a failing callback stops the run after that epoch's
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.training.model import NormalFilterNet
+    from pipeline.model import NormalFilterNet
     from pipeline.training.train import TrainConfig, TrainResult
 
 #: What torchrun runs in each process (``-m``); as ``__main__`` there, so the logger is named after it.
@@ -80,7 +82,7 @@ def plan_processes(requested: int | None, cuda_devices: int) -> ProcessPlan:
     """Return the processes a training uses: ``requested`` if given, else one per CUDA device (at least one).
 
     Args:
-        requested: processes asked for (``nproc`` or ``PIPELINE_TRAIN_NPROC``), None to follow the devices.
+        requested: processes asked for (``nproc``), None to follow the devices.
         cuda_devices: CUDA devices visible to this process (``torch.cuda.device_count()``).
 
     Raises:
@@ -102,13 +104,16 @@ def plan_processes(requested: int | None, cuda_devices: int) -> ProcessPlan:
 
 
 def process_plan(nproc: int | None = None, *, cuda_devices: int | None = None) -> ProcessPlan:
-    """Return :func:`plan_processes` for ``nproc`` (default ``PIPELINE_TRAIN_NPROC``) and the visible CUDA devices."""
+    """Return :func:`plan_processes` for ``nproc`` and the CUDA devices visible to this process.
+
+    Args:
+        nproc: processes asked for, the caller's setting (``Settings.train_nproc``); None: one per visible
+            CUDA device, a single process without CUDA.
+        cuda_devices: CUDA devices to plan for, default ``torch.cuda.device_count()``.
+    """
     import torch
 
-    from pipeline.config import get_settings
-
-    requested = nproc if nproc is not None else get_settings().train_nproc
-    return plan_processes(requested, torch.cuda.device_count() if cuda_devices is None else cuda_devices)
+    return plan_processes(nproc, torch.cuda.device_count() if cuda_devices is None else cuda_devices)
 
 
 # --- the caller's side -------------------------------------------------------------------------------------------
@@ -149,50 +154,32 @@ def train_distributed(
     from monai.data import DataLoader, Dataset
     from torch.utils.data import Subset
 
-    from pipeline.training.model import NormalFilterNet
-    from pipeline.training.train import (
-        CHECKPOINT_NAME,
-        TrainResult,
-        _check_labels,
-        _finish,
-        _items,
-        _prepared,
-        _resumable_checkpoint,
-        _run_key,
-    )
-    from pipeline.training.transforms import finish
+    from pipeline.model import NormalFilterNet, finish
+    from pipeline.training.train import CHECKPOINT_NAME, TrainResult, calibrate_best, prepare_run
 
-    _check_labels("training", train_items)
-    _check_labels("validation", val_items)
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    items, val = _items(train_items), _items(val_items)
-    run_key = _run_key(items, val, config, init_model)
-    _resumable_checkpoint(checkpoint_path, run_key)
-
     run_dir = Path(tempfile.mkdtemp(prefix="pipeline-ddp-"))
     try:
         # Decoded once, here, into a cache on disk: the processes read it and never decode (nor race to write).
         shared = dataclasses.replace(config, cache_dir=config.cache_dir or run_dir / "cache")
-        _, train_kept, skipped = _prepared(items, shared, "training")
-        val_cache, val_kept, val_skipped = _prepared(val, shared, "validation")
-        skipped += val_skipped
-        _check_labels("training", [items[i] for i in train_kept])
-        val_labels = _check_labels("validation", [val[i] for i in val_kept])
+        run = prepare_run(train_items, val_items, shared, init_model=init_model, checkpoint_path=checkpoint_path)
         if init_model is not None:
             torch.save(init_model.state_dict(), run_dir / INIT_NAME)
         spec = {
             "config": dataclasses.asdict(shared),
             "init_net": dataclasses.asdict(init_model.config) if init_model is not None else None,
-            "train": items,
-            "val": val,
-            "train_kept": train_kept,
-            "val_kept": val_kept,
+            "train": run.train,
+            "val": run.val,
+            "train_kept": run.train_kept,
+            "val_kept": run.val_kept,
             "checkpoint": str(checkpoint_path) if checkpoint_path is not None else None,
-            "run_key": run_key,
+            "run_key": run.run_key,
             "device": plan.device,
             "backend": plan.backend,
             "progress": progress,
             "parent_pid": os.getpid(),
+            # torchrun gives each process one thread; on the CPU that would leave most cores idle
+            "threads_per_process": max(1, _cpu_count() // plan.nproc),
         }
         (run_dir / SPEC_NAME).write_text(json.dumps(spec, default=str))
         log.info(
@@ -208,12 +195,12 @@ def train_distributed(
         best_state = torch.load(run_dir / BEST_NAME, map_location="cpu", weights_only=True)
         model = copy.deepcopy(init_model) if init_model is not None else NormalFilterNet(config.net)
         val_loader = DataLoader(
-            Dataset(Subset(val_cache, val_kept), finish()),  # type: ignore[arg-type]
+            Dataset(Subset(run.val_cache, run.val_kept), finish()),  # type: ignore[arg-type]
             batch_size=config.batch_size * 2,
             shuffle=False,
             num_workers=0,
         )
-        val_probs, threshold = _finish(model, best_state, val_loader, val_labels, config.target_sensitivity)
+        val_probs, threshold = calibrate_best(model, best_state, val_loader, run.val_labels, config.target_sensitivity)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return TrainResult(
@@ -223,8 +210,8 @@ def train_distributed(
         threshold,
         [dict(h) for h in summary["history"]],
         np.asarray(val_probs),
-        val_labels,
-        skipped=skipped,
+        run.val_labels,
+        skipped=run.skipped,
         resumed_from_epoch=summary["resumed_from_epoch"],
         world_size=int(summary["world_size"]),
         studies_per_rank=tuple(tuple(int(n) for n in rank) for rank in summary["studies_per_rank"]),
@@ -236,9 +223,6 @@ def _run_processes(run_dir: Path, nproc: int, on_epoch: Callable[[int, dict[str,
     (run_dir / "epochs").mkdir()
     (run_dir / "acks").mkdir()
     (run_dir / "errors").mkdir()
-    env = dict(os.environ)
-    # torchrun would give each process one thread; on the CPU that leaves most cores idle
-    env.setdefault("OMP_NUM_THREADS", str(max(1, _cpu_count() // nproc)))
     command = [
         sys.executable,
         "-m",
@@ -249,7 +233,7 @@ def _run_processes(run_dir: Path, nproc: int, on_epoch: Callable[[int, dict[str,
         MODULE,
         str(run_dir),
     ]
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command)  # the environment is inherited: the spec carries what the processes need
     try:
         answered = -1
         while True:
@@ -307,7 +291,7 @@ def _write_json(path: Path, value: Any) -> None:
 
 def _config(fields: dict[str, Any]) -> TrainConfig:
     """Return the :class:`TrainConfig` of its JSON form (``dataclasses.asdict``, paths as text)."""
-    from pipeline.training.model import NetConfig
+    from pipeline.model import NetConfig
     from pipeline.training.train import TrainConfig
 
     net = NetConfig(**{**fields["net"], "block_config": tuple(fields["net"]["block_config"])})
@@ -337,159 +321,74 @@ def _await_ack(run_dir: Path, epoch: int) -> None:
 
 
 def _train_replica(run_dir: Path, spec: dict[str, Any], rank: int, world: int, device: torch.device) -> None:
-    """Run one process's share of the training; rank 0 checkpoints, reports and writes the result."""
+    """Run one process's share of the training (:func:`pipeline.training.train.fit`); rank 0 writes the result."""
     import numpy as np
     import torch
     import torch.distributed as dist
     from monai.data import DataLoader, Dataset
-    from monai.utils import set_determinism
-    from sklearn.metrics import roc_auc_score
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import Subset
     from torch.utils.data.distributed import DistributedSampler
-    from tqdm import tqdm
 
-    from pipeline.training.model import NetConfig, NormalFilterNet
-    from pipeline.training.train import (
-        _autocast,
-        _optimisation,
-        _prepared_dataset,
-        _rng_states,
-        _seed_epoch,
-        _TrainingState,
-        load_checkpoint,
-        predict_probs,
-        save_checkpoint,
-    )
-    from pipeline.training.transforms import finish
+    from pipeline.model import NetConfig, NormalFilterNet, finish
+    from pipeline.training.train import build_model, fit, load_checkpoint, prepared_dataset
 
     config = _config(spec["config"])
     checkpoint_path = Path(spec["checkpoint"]) if spec["checkpoint"] is not None else None
-    on_cuda = device.type == "cuda"
-    lead = rank == 0
-
-    set_determinism(seed=config.seed)  # before the model: rank 0 starts from a single process's weights
+    init = None
     if spec["init_net"] is not None:
-        init = spec["init_net"]
-        model = NormalFilterNet(NetConfig(**{**init, "block_config": tuple(init["block_config"])}))
-        model.load_state_dict(torch.load(run_dir / INIT_NAME, map_location="cpu", weights_only=True))
-    else:
-        model = NormalFilterNet(config.net)
-    model.to(device)
-    if on_cuda and config.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+        net = spec["init_net"]
+        init = NormalFilterNet(NetConfig(**{**net, "block_config": tuple(net["block_config"])}))
+        init.load_state_dict(torch.load(run_dir / INIT_NAME, map_location="cpu", weights_only=True))
+    model = build_model(config, device, init)  # seeded: rank 0 starts from a single process's weights
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     items, val = spec["train"], spec["val"]
     train_kept, val_kept = spec["train_kept"], spec["val_kept"]
-    train_labels = np.array([items[i]["label"] for i in train_kept], dtype=np.int64)
-    val_labels = np.array([val[i]["label"] for i in val_kept], dtype=np.int64)
     augment = finish(train=True)
-    train_ds = Dataset(Subset(_prepared_dataset(items, config), train_kept), augment)  # type: ignore[arg-type]
+    train_ds = Dataset(Subset(prepared_dataset(items, config), train_kept), augment)  # type: ignore[arg-type]
     sampler: DistributedSampler[Any] = DistributedSampler(
         train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed
     )
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=0)
     # each process predicts a contiguous slice of the validation set; rank 0 puts the slices back in order
     my_val = [val_kept[i] for i in np.array_split(np.arange(len(val_kept)), world)[rank]]
-    val_ds = Dataset(Subset(_prepared_dataset(val, config), my_val), finish())  # type: ignore[arg-type]
+    val_ds = Dataset(Subset(prepared_dataset(val, config), my_val), finish())  # type: ignore[arg-type]
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=0)
 
-    loss_fn, optimiser, scheduler = _optimisation(model, config, train_labels, device)
-    state = _TrainingState.start(model, checkpoint, optimiser, scheduler)
-    # no RNG state to restore: every epoch re-seeds its streams from (seed, epoch, rank)
-    if checkpoint is not None and lead:
-        before = int(checkpoint.get("world_size", 1))
-        log.info(
-            "resuming from %s after epoch %d%s", checkpoint_path, state.first_epoch, " (finished)" * state.finished
-        )
-        if before != world:
-            log.warning(
-                "the checkpoint was written by %d process(es), this run has %d: the remaining epochs see other "
-                "batches than an uninterrupted run would",
-                before,
-                world,
-            )
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        _write_json(run_dir / "epochs" / f"{epoch}.json", metrics)
+        _await_ack(run_dir, epoch)  # the caller's on_epoch has returned
 
-    drawn: list[int] = []  # studies this process trained on, per epoch
-    show_progress = bool(spec["progress"]) and lead
-    for epoch in range(state.first_epoch, config.epochs):
-        if state.finished:
-            break
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        _seed_epoch(config.seed, epoch, augment, rank=rank)
-        ddp.train()
-        total, seen = 0.0, 0
-        bar = tqdm(
-            train_loader,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="batch",
-            disable=not show_progress,
-            leave=False,
-        )
-        for batch in bar:
-            images, labels = batch["image"].to(device), batch["label"].float().to(device)
-            weights = batch["weight"].float().to(device)
-            if on_cuda and config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            optimiser.zero_grad()
-            with _autocast(on_cuda and config.amp):
-                logits = ddp(images)
-            loss = (loss_fn(logits.float(), labels) * weights).mean()
-            loss.backward()  # DDP averages the gradients over the processes here
-            optimiser.step()
-            total += loss.item() * len(labels)
-            seen += len(labels)
-            if show_progress:
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-        scheduler.step()
-        drawn.append(seen)
-        sums = torch.tensor([total, seen], dtype=torch.float64, device=device)
-        dist.all_reduce(sums)
-        # Each process updated its batch-norm statistics on its own last batch: take rank 0's everywhere, so
-        # that the validated, the checkpointed and every process's model are one model.
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
-        probs = predict_probs(model, val_loader, device)  # the plain module: no collective per batch
-        slices: list[Any] | None = [None] * world if lead else None
-        dist.gather_object(probs, slices, dst=0)
-        decision: list[Any] = [None, None]
-        if lead:
-            assert slices is not None
-            auroc = float(roc_auc_score(val_labels, np.concatenate(slices)))
-            metrics = {
-                "train_loss": float(sums[0] / sums[1]),
-                "val_auroc": auroc,
-                "epoch_s": time.perf_counter() - started,
-            }
-            state.record(epoch, metrics, model, config)
-            if checkpoint_path is not None:
-                rng = _rng_states(cuda=False)
-                saved = state.checkpoint(spec["run_key"], epoch, model, optimiser, scheduler, rng)
-                save_checkpoint(checkpoint_path, saved | {"world_size": world})
-            _write_json(run_dir / "epochs" / f"{epoch}.json", metrics)
-            _await_ack(run_dir, epoch)  # the caller's on_epoch has returned
-            decision = [metrics, state.finished]
-        dist.broadcast_object_list(decision, src=0)  # one decision: every process stops at the same epoch
-        if not lead:
-            state.history.append(decision[0])
-            state.finished = bool(decision[1])
+    fitted = fit(
+        ddp,
+        train_loader,
+        val_loader,
+        config,
+        augment=augment,
+        train_labels=np.array([items[i]["label"] for i in train_kept], dtype=np.int64),
+        val_labels=np.array([val[i]["label"] for i in val_kept], dtype=np.int64),
+        device=device,
+        run_key=spec["run_key"],
+        checkpoint=load_checkpoint(checkpoint_path) if checkpoint_path is not None else None,
+        checkpoint_path=checkpoint_path,
+        rank=rank,
+        world_size=world,
+        progress=bool(spec["progress"]),
+        on_epoch=report,
+    )
 
-    per_rank: list[Any] | None = [None] * world if lead else None
-    dist.gather_object(drawn, per_rank, dst=0)
-    if lead:
-        torch.save({k: v.cpu() for k, v in state.best_state.items()}, run_dir / BEST_NAME)
+    per_rank: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(list(fitted.studies_per_epoch), per_rank, dst=0)
+    if rank == 0:
+        torch.save({k: v.cpu() for k, v in fitted.best_state.items()}, run_dir / BEST_NAME)
         _write_json(
             run_dir / RESULT_NAME,
             {
-                "best_epoch": state.best_epoch,
-                "best_val_auroc": state.best_auroc,
-                "history": state.history,
-                "resumed_from_epoch": state.resumed_from,
+                "best_epoch": fitted.best_epoch,
+                "best_val_auroc": fitted.best_val_auroc,
+                "history": fitted.history,
+                "resumed_from_epoch": fitted.resumed_from_epoch,
                 "world_size": world,
                 "studies_per_rank": per_rank,
             },
@@ -504,19 +403,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pipeline.logs import configure_logging
 
     run_dir = Path((argv if argv is not None else sys.argv[1:])[0])
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    configure_logging(None if rank == 0 else "WARNING")  # one process tells the story
     spec = json.loads((run_dir / SPEC_NAME).read_text())
     _exit_with(int(spec["parent_pid"]))
+    torch.set_num_threads(int(spec["threads_per_process"]))
+    # torchrun tells each process its place; torch reads it: the node-local rank names the device, and on one
+    # node (--standalone) it is the rank too, until the process group says so
+    rank = dist.get_node_local_rank()
     try:
         if spec["device"] == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            device = torch.device("cuda", rank)
             torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
         dist.init_process_group(spec["backend"], device_id=device if device.type == "cuda" else None)
         try:
-            _train_replica(run_dir, spec, rank, world, device)
+            rank = dist.get_rank()
+            configure_logging(None if rank == 0 else "WARNING")  # one process tells the story
+            _train_replica(run_dir, spec, rank, dist.get_world_size(), device)
         finally:
             dist.destroy_process_group()
     except Exception as exc:

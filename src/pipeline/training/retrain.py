@@ -18,19 +18,22 @@ YAML file and the DAG all go through it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 
+from pipeline.model import NetConfig
 from pipeline.store.read import labels_not_in_a_snapshot
-from pipeline.training.model import NetConfig
 from pipeline.training.snapshot import SnapshotConfig, as_mlflow_dataset, build_snapshot
 from pipeline.training.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from pipeline.registry.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ class RetrainResult:
     skipped_studies: int = 0
     resumed_from_epoch: int | None = None
     reason: str = ""
+    evaluation: Evaluation | None = field(default=None, repr=False, compare=False)  # the candidate's, on validation
 
     def as_json(self) -> dict[str, Any]:
         """Return a JSON-able summary."""
@@ -160,7 +164,8 @@ def retrain(
     now: datetime | None = None,
     progress: bool = True,
     base_dataset: Path | None = None,
-    evidence_positives: int | None = None,
+    evidence_short: str = "",
+    nproc: int | None = None,
 ) -> RetrainResult:
     """Train a candidate on a snapshot of the store and register it in MLflow (the tracking URI set by the caller).
 
@@ -175,9 +180,13 @@ def retrain(
         progress: a bar per epoch.
         base_dataset: the base dataset's manifest (``bootstrap.base_manifest``): ``params.replay_base`` of its
             training studies and its validation split train beside the snapshot. None or a missing file: none.
-        evidence_positives: the labeled abnormal studies the gate needs at every served site and scanner
-            (its ``min_positives``; default the gate's default): with fewer anywhere, the retraining waits
+        evidence_short: where, in words, the test sets lack the labeled abnormal studies the gate needs
+            (``pipeline.validation.evidence_shortfall``; empty: nowhere): the retraining waits
             (``params.wait_for_evidence``) or goes ahead and records where evidence was short.
+        nproc: training processes (``PIPELINE_TRAIN_NPROC``; None: one per visible CUDA device).
+
+    The evaluation on the validation split is logged as the run's metrics and returned; its report (plots and a
+    page) is the caller's to write (``pipeline.reports.log_evaluation_report``).
 
     Raises:
         pipeline.training.TrainingDataError: the snapshot is empty or has one class in a split, before
@@ -193,7 +202,7 @@ def retrain(
         reason = f"{waiting} new labels, fewer than the {params.min_new_labels} asked for: nothing to train"
         log.info(reason)
         return RetrainResult(None, None, {"new_labels": waiting}, None, None, reason=reason)
-    short = evidence_short(engine, evidence_positives)
+    short = evidence_short
     if short and params.wait_for_evidence:
         reason = (
             f"waiting for evidence: {short}; the test sets' reserved share fills as labels come in "
@@ -233,7 +242,7 @@ def retrain(
         "image_size": image_size,
         "net": net.__dict__,
         "snapshot": snapshot.counts(),
-        "train_processes": process_plan().nproc,
+        "train_processes": process_plan(nproc).nproc,
         "base_replay": replay.params(),
         "evidence": f"went ahead without enough evidence: {short}" if short else "enough at every served site",
     }
@@ -252,8 +261,9 @@ def retrain(
             init_model=parent.model if parent is not None else None,
             progress=progress,
             on_epoch=run.log_epoch,
+            nproc=nproc,
         )
-        log_evaluation(result.val_probs, result.val_labels, result.threshold)
+        evaluation = log_evaluation(result.val_probs, result.val_labels, result.threshold)
         version = register_candidate(
             result.model,
             model_name=model_name,
@@ -273,18 +283,7 @@ def retrain(
         run_id=run.run_id,
         skipped_studies=len(result.skipped),
         resumed_from_epoch=result.resumed_from_epoch,
-    )
-
-
-def evidence_short(engine: Engine, needed: int | None = None) -> str:
-    """Return, in words, the served sites and scanners with fewer labeled abnormal studies for the test sets
-    than ``needed`` (default: the gate's default minimum); empty when none is short."""
-    from pipeline.validation.testsets import EVIDENCE_POSITIVES, short_of_evidence
-
-    needed = EVIDENCE_POSITIVES if needed is None else needed
-    short = short_of_evidence(engine, needed)
-    return "; ".join(
-        f"{u.where} has {n} of the {needed} labeled abnormal studies the gate needs" for u, n in short.items()
+        evaluation=evaluation,
     )
 
 

@@ -43,10 +43,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from pipeline.store import insert_for
 from pipeline.store.schema import (
     SNAPSHOT_HASH_LENGTH,
     Status,
@@ -504,7 +503,7 @@ def _counts_json(items: pd.DataFrame, excluded: Mapping[str, int]) -> str:
 
 def _store(engine: Engine, snapshot_hash: str, items: pd.DataFrame, params: str, counts: str) -> bool:
     """Write the snapshot unless its hash is stored; return whether it was written."""
-    insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(engine)
     header = {
         "snapshot_hash": snapshot_hash,
         "created_at": datetime.now(UTC),

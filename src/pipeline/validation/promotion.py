@@ -19,15 +19,39 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Engine
 
-from pipeline.registry import CANDIDATE, CHAMPION, PREVIOUS, VALIDATION_STATUS, version_for
+from pipeline.registry import (
+    APPROVAL,
+    APPROVAL_BY,
+    APPROVAL_NOTE,
+    APPROVAL_REASON,
+    APPROVED_AT,
+    APPROVED_BY,
+    CANDIDATE,
+    CHAMPION,
+    PREVIOUS,
+    PROMOTED_AT,
+    REJECTED_AT,
+    REJECTED_BY,
+    REJECTION_REASON,
+    ROLE,
+    ROLLED_BACK_AT,
+    ROLLED_BACK_BY,
+    THRESHOLD,
+    TRAINING_THRESHOLD,
+    VALIDATED_AGAINST,
+    VALIDATION_STATUS,
+    VALIDATION_THRESHOLD,
+    version_for,
+)
 from pipeline.validation.audit import record_event
 from pipeline.validation.suite import PASSED
 
 log = logging.getLogger(__name__)
 
 
-#: Tags a release manager sets on a version in the MLflow UI to decide instead of answering in Airflow.
-APPROVAL_TAG, APPROVAL_BY_TAG, APPROVAL_REASON_TAG = "approval", "approval_by", "approval_reason"
+#: Tags a release manager sets on a version in the MLflow UI to decide instead of answering in Airflow (their
+#: names live in ``pipeline.registry``; these aliases are kept for ``pipeline.entry.release``, which imports them).
+APPROVAL_TAG, APPROVAL_BY_TAG, APPROVAL_REASON_TAG = APPROVAL, APPROVAL_BY, APPROVAL_REASON
 _APPROVE, _REJECT = frozenset({"approve", "approved"}), frozenset({"reject", "rejected"})
 
 
@@ -94,23 +118,22 @@ def mlflow_decision(model_name: str, version: str) -> TagDecision | None:
             (MLflow does not record who set a tag), or a rejection without a reason.
     """
     tags = _version(MlflowClient(), model_name, version)
-    value = tags.get(APPROVAL_TAG, "").strip().lower()
+    value = tags.get(APPROVAL, "").strip().lower()
     if not value:
         return None
     if value not in _APPROVE | _REJECT:
         raise PromotionRefused(
-            f"the tag {APPROVAL_TAG!r} of {model_name} version {tags['_version']} is {value!r}: "
-            "set 'approve' or 'reject'"
+            f"the tag {APPROVAL!r} of {model_name} version {tags['_version']} is {value!r}: set 'approve' or 'reject'"
         )
-    by = tags.get(APPROVAL_BY_TAG, "").strip()
+    by = tags.get(APPROVAL_BY, "").strip()
     if not by:
         raise PromotionRefused(
-            f"{model_name} version {tags['_version']} has {APPROVAL_TAG}={value} but no {APPROVAL_BY_TAG!r} tag naming "
+            f"{model_name} version {tags['_version']} has {APPROVAL}={value} but no {APPROVAL_BY!r} tag naming "
             "the release manager"
         )
-    reason = tags.get(APPROVAL_REASON_TAG, "").strip()
+    reason = tags.get(APPROVAL_REASON, "").strip()
     if value in _REJECT and not reason:
-        raise PromotionRefused(f"a rejection in MLflow needs the tag {APPROVAL_REASON_TAG!r} (why)")
+        raise PromotionRefused(f"a rejection in MLflow needs the tag {APPROVAL_REASON!r} (why)")
     return TagDecision(approve=value in _APPROVE, by=by, reason=reason)
 
 
@@ -149,25 +172,25 @@ def promote(engine: Engine, model_name: str, version: str, approver: str, *, not
         log.info("%s version %s is already the champion", model_name, number)
         return RoleChange(model_name, number, None, approver, at, changed=False)
     _require_passed(model_name, number, tags)
-    against = tags.get("validated_against")
+    against = tags.get(VALIDATED_AGAINST)
     if current is not None and against != current:
         raise PromotionRefused(
             f"{model_name} version {number} was validated against version {against}, but the champion is now "
             f"version {current}: validate it again against the champion that serves"
         )
-    threshold = tags.get("validation_threshold")
+    threshold = tags.get(VALIDATION_THRESHOLD)
     if threshold is not None:
-        if "training_threshold" not in tags and "threshold" in tags:
-            client.set_model_version_tag(model_name, number, "training_threshold", tags["threshold"])
-        client.set_model_version_tag(model_name, number, "threshold", threshold)
-    facts = {"approved_by": approver, "approved_at": at, "promoted_at": at, "role": CHAMPION}
+        if TRAINING_THRESHOLD not in tags and THRESHOLD in tags:
+            client.set_model_version_tag(model_name, number, TRAINING_THRESHOLD, tags[THRESHOLD])
+        client.set_model_version_tag(model_name, number, THRESHOLD, threshold)
+    facts = {APPROVED_BY: approver, APPROVED_AT: at, PROMOTED_AT: at, ROLE: CHAMPION}
     if note:
-        facts["approval_note"] = note
+        facts[APPROVAL_NOTE] = note
     for key, value in facts.items():
         client.set_model_version_tag(model_name, number, key, value)
     if current is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, current)
-        client.set_model_version_tag(model_name, current, "role", PREVIOUS)
+        client.set_model_version_tag(model_name, current, ROLE, PREVIOUS)
     client.set_registered_model_alias(model_name, CHAMPION, number)
     _drop_candidate_alias(client, model_name, number)
     detail = {"replaced": current, "threshold": threshold, "note": note}
@@ -191,7 +214,7 @@ def reject(engine: Engine, model_name: str, version: str, approver: str, reason:
     if version_for(model_name, CHAMPION) == number:
         raise PromotionRefused(f"{model_name} version {number} is the serving champion: roll back instead")
     at = datetime.now(UTC).isoformat(timespec="seconds")
-    for key, value in {"rejected_by": approver, "rejected_at": at, "rejection_reason": reason.strip()}.items():
+    for key, value in {REJECTED_BY: approver, REJECTED_AT: at, REJECTION_REASON: reason.strip()}.items():
         client.set_model_version_tag(model_name, number, key, value)
     _drop_candidate_alias(client, model_name, number)
     record_event(engine, model_name, number, "rejected", approver, {"reason": reason.strip()})
@@ -212,16 +235,16 @@ def rollback(engine: Engine, model_name: str, to: str, actor: str, *, reason: st
     at = datetime.now(UTC).isoformat(timespec="seconds")
     if current == number:
         return RoleChange(model_name, number, None, actor, at, changed=False)
-    if "promoted_at" not in tags and tags.get("role") not in (CHAMPION, PREVIOUS):
+    if PROMOTED_AT not in tags and tags.get(ROLE) not in (CHAMPION, PREVIOUS):
         raise PromotionRefused(
             f"{model_name} version {number} never served as champion: a rollback only returns to a version that "
             "did (promote a new one through validation and approval instead)"
         )
     if current is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, current)
-        client.set_model_version_tag(model_name, current, "role", PREVIOUS)
+        client.set_model_version_tag(model_name, current, ROLE, PREVIOUS)
     client.set_registered_model_alias(model_name, CHAMPION, number)
-    for key, value in {"role": CHAMPION, "rolled_back_at": at, "rolled_back_by": actor}.items():
+    for key, value in {ROLE: CHAMPION, ROLLED_BACK_AT: at, ROLLED_BACK_BY: actor}.items():
         client.set_model_version_tag(model_name, number, key, value)
     record_event(engine, model_name, number, "rolled_back", actor, {"replaced": current, "reason": reason})
     log.info("%s rolled back to version %s by %s (was %s)", model_name, number, actor, current)

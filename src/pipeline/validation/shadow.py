@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,17 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Engine
 
 from pipeline.drift.stats import expected_performance
-from pipeline.registry import CHAMPION, SHADOW, log_version_files, version_for
+from pipeline.registry import (
+    CHAMPION,
+    SHADOW,
+    SHADOW_AGREEMENT,
+    SHADOW_ENDED_AT,
+    SHADOW_REPORT,
+    SHADOW_STARTED_AT,
+    SHADOW_STUDIES,
+    log_version_files,
+    version_for,
+)
 from pipeline.store.schema import feedback, inference_logs, shadow_logs
 from pipeline.validation.audit import record_event
 from pipeline.validation.promotion import PromotionRefused, validated_version
@@ -37,7 +48,6 @@ from pipeline.validation.promotion import PromotionRefused, validated_version
 log = logging.getLogger(__name__)
 
 SHADOW_ARTIFACTS = "shadow"
-SHADOW_STARTED = "shadow_started_at"
 EXAMPLES = 10
 
 
@@ -68,14 +78,14 @@ def start_shadow(engine: Engine, model_name: str, version: str, actor: str) -> S
         raise PromotionRefused(f"{model_name} version {champion} is the serving champion: nothing to shadow")
     number, tags = validated_version(model_name, version)
     current = version_for(model_name, SHADOW)
-    if current == number and SHADOW_STARTED in tags:
-        return ShadowStart(number, tags[SHADOW_STARTED], started=False)
+    if current == number and SHADOW_STARTED_AT in tags:
+        return ShadowStart(number, tags[SHADOW_STARTED_AT], started=False)
     client = MlflowClient()
     at = _now()
     client.set_registered_model_alias(model_name, SHADOW, number)
-    client.set_model_version_tag(model_name, number, SHADOW_STARTED, at)
+    client.set_model_version_tag(model_name, number, SHADOW_STARTED_AT, at)
     if current is not None:
-        client.set_model_version_tag(model_name, current, "shadow_ended_at", at)
+        client.set_model_version_tag(model_name, current, SHADOW_ENDED_AT, at)
         record_event(engine, model_name, current, "shadow_ended", actor, {"displaced_by": number})
     record_event(engine, model_name, number, "shadow_started", actor, {"displaced": current})
     log.info("%s version %s scores live traffic in shadow from %s (displaced %s)", model_name, number, at, current)
@@ -92,7 +102,7 @@ def end_shadow(engine: Engine, model_name: str, version: str, actor: str) -> boo
     except MlflowException:
         log.warning("could not remove the shadow alias of %s", model_name)
         return False
-    client.set_model_version_tag(model_name, version, "shadow_ended_at", _now())
+    client.set_model_version_tag(model_name, version, SHADOW_ENDED_AT, _now())
     record_event(engine, model_name, version, "shadow_ended", actor, {})
     return True
 
@@ -268,24 +278,24 @@ def shadow_report(engine: Engine, model_name: str, version: str) -> ShadowReport
     )
 
 
-def record_shadow_report(engine: Engine, report: ShadowReport, actor: str, *, report_dir: Path | None = None) -> str:
-    """Log the report (JSON and HTML) into the version's run under ``shadow/`` and tag the version; return its URI."""
-    from pipeline.reports.validation import write_shadow_report
-
+def record_shadow_report(
+    engine: Engine, report: ShadowReport, actor: str, *, report_dir: Path | None = None, pages: Sequence[Path] = ()
+) -> str:
+    """Log the report (its JSON and ``pages``, the HTML ``pipeline.reports.record_shadow`` writes) into the
+    version's run under ``shadow/`` and tag the version; return its URI (the last page's)."""
     folder = report_dir or Path(tempfile.mkdtemp(prefix="shadow-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / "shadow.json"
     result.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    page = write_shadow_report(report, folder / "shadow.html")
-    uri = log_version_files(report.model_name, report.version, [result, page], SHADOW_ARTIFACTS)
+    uri = log_version_files(report.model_name, report.version, [result, *pages], SHADOW_ARTIFACTS)
     client = MlflowClient()
     tags = {
-        "shadow_studies": str(report.studies),
-        "shadow_agreement": "none" if report.agreement is None else f"{report.agreement:.4f}",
-        "shadow_report": uri,
+        SHADOW_STUDIES: str(report.studies),
+        SHADOW_AGREEMENT: "none" if report.agreement is None else f"{report.agreement:.4f}",
+        SHADOW_REPORT: uri,
     }
     for key, value in tags.items():
         client.set_model_version_tag(report.model_name, report.version, key, value)
-    detail = {k: tags[k] for k in ("shadow_studies", "shadow_agreement")} | {"champion": report.champion}
+    detail = {k: tags[k] for k in (SHADOW_STUDIES, SHADOW_AGREEMENT)} | {"champion": report.champion}
     record_event(engine, report.model_name, report.version, "shadow_report", actor, detail, once=True)
     return uri

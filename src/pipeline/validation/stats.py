@@ -1,26 +1,34 @@
 """Statistics of the validation gate: pure functions over labels and scores, each returning a small result.
 
 DeLong's paired test of two correlated AUROCs on the same studies (candidate ``a`` against champion
-``b``) and the non-inferiority check built on it; an exact (Clopper-Pearson) lower bound of a
-proportion; the operating point that keeps sensitivity's lower bound above a target while filtering
-as many normals as it can; a paired, stratified bootstrap of a difference for the statistics DeLong
-does not cover (specificity at a fixed threshold, a subgroup's sensitivity).
+``b``), whose lower bound the gate's non-inferiority check compares with its margin; an exact
+(Clopper-Pearson) lower bound of a proportion; the operating point that keeps sensitivity's lower bound
+above a target while filtering as many normals as it can.
 
 Label 1 is abnormal (positive), 0 normal. A study is flagged abnormal when its probability is
->= the threshold; one below it is filtered as normal. Inputs are checked at the door: mismatched
-shapes, one class only, NaNs or probabilities outside [0, 1] raise ``ValueError`` naming the argument.
+>= the threshold; one below it is filtered as normal. Inputs are checked at the door (``pipeline.drift.checks``):
+mismatched shapes, one class only, NaNs or probabilities outside [0, 1] raise ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
+
+from pipeline.drift.checks import (
+    binary,
+    both_classes,
+    finite_1d,
+    open_unit,
+    probabilities,
+    same_length,
+    unit_interval,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -32,50 +40,13 @@ _ZERO_SE = 1e-12
 # --- Input checks -------------------------------------------------------------------------------------------------
 
 
-def _finite_1d(values: npt.ArrayLike, name: str) -> FloatArray:
-    """Return ``values`` as a non-empty, finite 1-D float array."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite value(s), first at index {int(np.argmax(bad))}")
-    return arr
-
-
-def _probabilities(probs: npt.ArrayLike, name: str = "probs") -> FloatArray:
-    """Return ``probs`` as a non-empty, finite 1-D array of probabilities in [0, 1]."""
-    p = _finite_1d(probs, name)
-    if p.min() < 0.0 or p.max() > 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{p.min():.6g}, {p.max():.6g}]")
-    return p
-
-
 def _labels(labels: npt.ArrayLike, size: int, other: str) -> npt.NDArray[np.bool_]:
     """Return ``labels`` as a boolean mask of positives, checked to be 0/1, as long as ``other``, with both classes."""
-    y = _finite_1d(labels, "labels")
-    if y.size != size:
-        raise ValueError(f"labels and {other} must have the same length, got {y.size} and {size}")
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"labels must be 0 (normal) or 1 (abnormal), got {sorted(set(np.unique(y).tolist()))}")
-    positive = y == 1.0
-    n_positive = int(positive.sum())
-    if n_positive == 0 or n_positive == y.size:
-        only = "abnormal (1)" if n_positive else "normal (0)"
-        raise ValueError(f"all {y.size} labels are {only}: both classes are needed")
+    y = finite_1d(labels, "labels")
+    same_length("labels", y.size, other, size)
+    positive = binary(y, "labels")
+    both_classes(positive, "labels")
     return positive
-
-
-def _open_unit(value: float, name: str) -> float:
-    """Return ``value`` as a float, checked to lie strictly between 0 and 1."""
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
-    return float(value)
 
 
 # --- DeLong's paired AUROC test -----------------------------------------------------------------------------------
@@ -110,7 +81,7 @@ class PairedAuroc:
         Returns:
             ``(lower, upper)``; ``(difference, difference)`` when ``se`` is 0.
         """
-        level = _open_unit(confidence, "confidence")
+        level = open_unit(confidence, "confidence")
         half = float(sps.norm.ppf(0.5 + level / 2.0)) * self.se
         return self.difference - half, self.difference + half
 
@@ -120,7 +91,7 @@ class PairedAuroc:
         Args:
             confidence: coverage, in (0, 1).
         """
-        level = _open_unit(confidence, "confidence")
+        level = open_unit(confidence, "confidence")
         return self.difference - float(sps.norm.ppf(level)) * self.se
 
 
@@ -167,10 +138,9 @@ def delong(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLi
         ValueError: inputs not 1-D, of different lengths, with NaN or infinite scores, labels other than
             0/1, or fewer than 2 studies of a class (no variance to estimate).
     """
-    a = _finite_1d(scores_a, "scores_a")
-    b = _finite_1d(scores_b, "scores_b")
-    if a.size != b.size:
-        raise ValueError(f"scores_a and scores_b must have the same length, got {a.size} and {b.size}")
+    a = finite_1d(scores_a, "scores_a")
+    b = finite_1d(scores_b, "scores_b")
+    same_length("scores_a", a.size, "scores_b", b.size)
     positive = _labels(labels, a.size, "scores_a")
     m = int(positive.sum())
     n = a.size - m
@@ -202,25 +172,6 @@ def delong(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLi
     )
 
 
-def non_inferior(paired: PairedAuroc, margin: float, confidence: float = 0.95) -> bool:
-    """Return True when ``a`` is non-inferior to ``b``: the one-sided lower bound of ``a - b`` is above ``-margin``.
-
-    Args:
-        paired: DeLong's test of the candidate (``a``) against the champion (``b``).
-        margin: the largest AUROC loss tolerated, >= 0 (e.g. 0.02).
-        confidence: coverage of the one-sided lower bound, in (0, 1).
-
-    Returns:
-        Whether ``paired.lower(confidence) > -margin``.
-
-    Raises:
-        ValueError: a negative or non-finite margin, or a confidence outside (0, 1).
-    """
-    if not (math.isfinite(margin) and margin >= 0.0):
-        raise ValueError(f"margin must be finite and >= 0, got {margin}")
-    return paired.lower(confidence) > -margin
-
-
 # --- Exact binomial bound -----------------------------------------------------------------------------------------
 
 
@@ -249,7 +200,7 @@ def clopper_pearson_lower(successes: int, trials: int, confidence: float = 0.95)
         raise ValueError(f"trials must be >= 1, got {n}")
     if not 0 <= k <= n:
         raise ValueError(f"successes must lie in [0, trials={n}], got {k}")
-    level = _open_unit(confidence, "confidence")
+    level = open_unit(confidence, "confidence")
     if k == 0:
         return 0.0
     return float(sps.beta.ppf(1.0 - level, k, n - k + 1))
@@ -272,8 +223,8 @@ def min_trials(target: float, confidence: float = 0.95) -> int:
     Raises:
         ValueError: ``target`` or ``confidence`` outside (0, 1).
     """
-    goal = _open_unit(target, "target")
-    level = _open_unit(confidence, "confidence")
+    goal = open_unit(target, "target")
+    level = open_unit(confidence, "confidence")
     n = max(1, math.ceil(math.log(1.0 - level) / math.log(goal)))
     while n > 1 and clopper_pearson_lower(n - 1, n - 1, level) >= goal:
         n -= 1
@@ -299,7 +250,7 @@ def below_target(successes: int, trials: int, target: float, confidence: float =
     The same as the one-sided upper Clopper-Pearson bound at ``confidence`` lying below the target.
     """
     clopper_pearson_lower(successes, trials, confidence)  # the checks
-    p = float(sps.binomtest(int(successes), int(trials), _open_unit(target, "target"), alternative="less").pvalue)
+    p = float(sps.binomtest(int(successes), int(trials), open_unit(target, "target"), alternative="less").pvalue)
     return p < 1.0 - confidence, p
 
 
@@ -350,11 +301,9 @@ def metrics_at(probs: npt.ArrayLike, labels: npt.ArrayLike, threshold: float) ->
     Raises:
         ValueError: mismatched or non-1-D inputs, one class only, probabilities or threshold outside [0, 1].
     """
-    p = _probabilities(probs)
+    p = probabilities(probs)
     positive = _labels(labels, p.size, "probs")
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    return _rates(p, positive, float(threshold))
+    return _rates(p, positive, unit_interval(threshold, "threshold"))
 
 
 @dataclass(frozen=True)
@@ -404,10 +353,10 @@ def sensitivity_threshold(
         ValueError: mismatched or non-1-D inputs, one class only, probabilities not finite or outside
             [0, 1], ``target`` or ``confidence`` outside (0, 1).
     """
-    p = _probabilities(probs)
+    p = probabilities(probs)
     positive = _labels(labels, p.size, "probs")
-    goal = _open_unit(target, "target")
-    level = _open_unit(confidence, "confidence")
+    goal = open_unit(target, "target")
+    level = open_unit(confidence, "confidence")
     n_positive = int(positive.sum())
     descending = np.sort(p[positive])[::-1]
     caught = np.arange(1, n_positive + 1)
@@ -429,87 +378,3 @@ def sensitivity_threshold(
         attainable=attainable,
         min_positives=min_trials(goal, level),
     )
-
-
-# --- Paired bootstrap ---------------------------------------------------------------------------------------------
-
-
-class Interval(NamedTuple):
-    """A point estimate and its percentile confidence interval."""
-
-    point: float
-    lower: float
-    upper: float
-
-
-Statistic = Callable[[npt.NDArray[np.int64], FloatArray], float]
-"""A statistic of ``(labels, scores)``: labels 0/1 int, scores float, both shape (N,)."""
-
-
-def bootstrap_difference(
-    labels: npt.ArrayLike,
-    a: npt.ArrayLike,
-    b: npt.ArrayLike,
-    statistic: Statistic,
-    *,
-    n_boot: int = 1000,
-    rng: np.random.Generator | int,
-    confidence: float = 0.95,
-) -> Interval:
-    """Return ``statistic(labels, a) - statistic(labels, b)`` with a paired, stratified bootstrap interval.
-
-    Each resample draws positives and negatives separately with replacement (so every resample
-    keeps the class counts and both classes), and the same studies for ``a`` and ``b`` (so the
-    correlation between the two scorers is kept). The interval is the percentile interval of the
-    resampled differences. For comparisons DeLong does not cover: specificity or sensitivity at a
-    fixed threshold, a subgroup's statistic.
-
-    Args:
-        labels: 1 abnormal, 0 normal, shape (N,); both classes present.
-        a: the first scorer's scores, shape (N,), finite.
-        b: the second scorer's scores, shape (N,), finite.
-        statistic: ``f(labels, scores) -> float``; called ``2 * n_boot + 2`` times.
-        n_boot: how many resamples, >= 1.
-        rng: a generator or a seed; the same seed gives the same interval.
-        confidence: coverage of the two-sided percentile interval, in (0, 1).
-
-    Returns:
-        ``(point, lower, upper)``: the difference on the data and its interval.
-
-    Raises:
-        ValueError: mismatched or non-1-D inputs, one class only, ``n_boot`` < 1, a confidence
-            outside (0, 1), or a statistic that is not finite on some resample.
-    """
-    sa = _finite_1d(a, "a")
-    sb = _finite_1d(b, "b")
-    if sa.size != sb.size:
-        raise ValueError(f"a and b must have the same length, got {sa.size} and {sb.size}")
-    positive = _labels(labels, sa.size, "a")
-    level = _open_unit(confidence, "confidence")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    generator = np.random.default_rng(rng)
-    y = positive.astype(np.int64)
-    point = float(statistic(y, sa)) - float(statistic(y, sb))
-
-    pos_index, neg_index = np.flatnonzero(positive), np.flatnonzero(~positive)
-    index = np.concatenate(
-        [
-            pos_index[generator.integers(0, pos_index.size, size=(n_boot, pos_index.size))],
-            neg_index[generator.integers(0, neg_index.size, size=(n_boot, neg_index.size))],
-        ],
-        axis=1,
-    )
-    # every resample has the positives first, then the negatives: one labels vector serves all
-    y_boot = np.concatenate([np.ones(pos_index.size, np.int64), np.zeros(neg_index.size, np.int64)])
-    a_boot, b_boot = sa[index], sb[index]
-    differences = np.array(
-        [float(statistic(y_boot, a_boot[i])) - float(statistic(y_boot, b_boot[i])) for i in range(n_boot)]
-    )
-    bad = ~np.isfinite(differences)
-    if bad.any() or not math.isfinite(point):
-        where = "the data" if not math.isfinite(point) else f"{int(bad.sum())} of {n_boot} resamples"
-        raise ValueError(f"statistic is not finite on {where}")
-    tail = (1.0 - level) / 2.0 * 100.0
-    lower, upper = np.percentile(differences, [tail, 100.0 - tail])
-    return Interval(point=point, lower=float(lower), upper=float(upper))

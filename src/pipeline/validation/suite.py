@@ -15,7 +15,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +30,18 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import Engine
 
+from pipeline.model import UNREADABLE_KEY, PrepareStudyd, finish
 from pipeline.registry import (
     CHAMPION,
+    DATASET_SNAPSHOT,
+    VALIDATED_AGAINST,
+    VALIDATED_AT,
+    VALIDATION_EVIDENCE,
+    VALIDATION_FAILED_CHECKS,
+    VALIDATION_REPORT,
+    VALIDATION_SITES,
     VALIDATION_STATUS,
+    VALIDATION_THRESHOLD,
     LoadedModel,
     input_example,
     load_model,
@@ -41,7 +50,6 @@ from pipeline.registry import (
 )
 from pipeline.store.schema import studies
 from pipeline.training.snapshot import SnapshotNotFound, load_snapshot
-from pipeline.training.transforms import UNREADABLE_KEY, PrepareStudyd, finish
 from pipeline.validation.audit import record_event
 from pipeline.validation.checks import (
     CANDIDATE,
@@ -176,7 +184,7 @@ def _model_info(model_name: str, version: str) -> mlflow.models.model.ModelInfo:
 
 def _seen_patients(model_name: str, version: str, engine: Engine) -> set[str]:
     """Return the patients in the training and validation splits of the version's dataset snapshot."""
-    snapshot = MlflowClient().get_model_version(model_name, version).tags.get("dataset_snapshot")
+    snapshot = MlflowClient().get_model_version(model_name, version).tags.get(DATASET_SNAPSHOT)
     if not snapshot:
         return set()
     try:
@@ -389,32 +397,32 @@ def _threshold_pair(thresholds: Thresholds) -> dict[str, float]:
     return {CANDIDATE: thresholds.candidate.threshold, CHAMPION_COLUMN: thresholds.champion.threshold}
 
 
-def record_verdict(engine: Engine, verdict: Verdict, *, report_dir: Path | None = None) -> str:
+def record_verdict(
+    engine: Engine, verdict: Verdict, *, report_dir: Path | None = None, pages: Sequence[Path] = ()
+) -> str:
     """Write the verdict onto the candidate version in MLflow and into the audit trail; return the report's URI.
 
-    The JSON result and the HTML report are logged into the version's run under ``validation/``; the
+    The JSON result and ``pages`` (the HTML report ``pipeline.reports.record_validation`` writes; the URI is the
+    last page's) are logged into the version's run under ``validation/``; the
     version gets the tags ``validation_status`` (passed/failed), ``validation_threshold``,
     ``validation_report``, ``validated_against`` and ``validated_at``. Recording the same verdict again
     overwrites them and adds no audit event.
     """
-    from pipeline.reports.validation import write_validation_report
-
     folder = report_dir or Path(tempfile.mkdtemp(prefix="validation-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / "validation.json"
     result.write_text(json.dumps(verdict.to_json(), indent=2, sort_keys=True))
-    page = write_validation_report(verdict, folder / "validation.html")
-    report_uri = log_version_files(verdict.model_name, verdict.candidate, [result, page], VALIDATION_ARTIFACTS)
+    report_uri = log_version_files(verdict.model_name, verdict.candidate, [result, *pages], VALIDATION_ARTIFACTS)
     client = MlflowClient()
     tags = {
         VALIDATION_STATUS: verdict.status,
-        "validation_threshold": f"{verdict.threshold:.6f}",
-        "validation_report": report_uri,
-        "validated_against": verdict.champion,
-        "validated_at": verdict.validated_at,
-        "validation_failed_checks": ",".join(c.name for c in verdict.failed_checks) or "none",
-        "validation_sites": ",".join(verdict.sites) or "none",
-        "validation_evidence": "\n".join(evidence_line(r) for r in verdict.evidence)[:4900] or "none",
+        VALIDATION_THRESHOLD: f"{verdict.threshold:.6f}",
+        VALIDATION_REPORT: report_uri,
+        VALIDATED_AGAINST: verdict.champion,
+        VALIDATED_AT: verdict.validated_at,
+        VALIDATION_FAILED_CHECKS: ",".join(c.name for c in verdict.failed_checks) or "none",
+        VALIDATION_SITES: ",".join(verdict.sites) or "none",
+        VALIDATION_EVIDENCE: "\n".join(evidence_line(r) for r in verdict.evidence)[:4900] or "none",
     }
     for key, value in tags.items():
         client.set_model_version_tag(verdict.model_name, verdict.candidate, key, value)

@@ -42,10 +42,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from pipeline.store import insert_for
 from pipeline.store.schema import feedback, inference_logs, labels, studies, test_set_items, test_sets
 from pipeline.training.snapshot import (
     RESERVE_SALT,
@@ -266,7 +265,7 @@ def _screening_mix(part: pd.DataFrame, site: str, config: TestSetConfig) -> pd.D
 
 def _store(engine: Engine, name: str, items: pd.DataFrame, params: str, reason: str = "") -> TestSet:
     digest = content_hash(name, items)
-    insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(engine)
     header = {
         "test_set_hash": digest,
         "name": name,
@@ -594,3 +593,12 @@ def short_of_evidence(engine: Engine, needed: int = EVIDENCE_POSITIVES) -> dict[
     units = served_population(engine)
     counts = reserved_evidence(engine, units)
     return {u: counts[u.where] for u in units if counts[u.where] < needed}
+
+
+def evidence_shortfall(engine: Engine, needed: int = EVIDENCE_POSITIVES) -> str:
+    """Return, in words, the served sites and scanners with fewer labeled abnormal studies for the test sets
+    than ``needed`` (the gate's ``min_positives``); empty when none is short (what a retraining waits on)."""
+    short = short_of_evidence(engine, needed)
+    return "; ".join(
+        f"{u.where} has {n} of the {needed} labeled abnormal studies the gate needs" for u, n in short.items()
+    )

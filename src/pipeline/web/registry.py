@@ -15,17 +15,6 @@ from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
-# The version tags the validation suite and the promotion write (pipeline.validation); "pending" until validated.
-STATUS_TAG = "validation_status"
-THRESHOLD_TAG = "validation_threshold"
-REPORT_TAG = "validation_report"
-AGAINST_TAG = "validated_against"
-VALIDATED_AT_TAG = "validated_at"
-FAILED_CHECKS_TAG = "validation_failed_checks"
-ROLE_TAG = "role"
-APPROVED_BY_TAG = "approved_by"
-NOT_VALIDATED = "pending"
-
 
 class RegistryUnavailable(RuntimeError):
     """MLflow's registry did not answer; the message says where it was asked and why it failed."""
@@ -91,6 +80,19 @@ def model_versions(tracking_uri: str, model_name: str, *, timeout_s: float = 3.0
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    # imported here, as MLflow is: the page's module is imported by the Airflow plugin and stays light
+    from pipeline.registry import (
+        APPROVED_BY,
+        PENDING,
+        ROLE,
+        VALIDATED_AGAINST,
+        VALIDATED_AT,
+        VALIDATION_FAILED_CHECKS,
+        VALIDATION_REPORT,
+        VALIDATION_STATUS,
+        VALIDATION_THRESHOLD,
+    )
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         try:
@@ -109,19 +111,19 @@ def model_versions(tracking_uri: str, model_name: str, *, timeout_s: float = 3.0
     views = []
     for v in found:
         tags = dict(v.tags or {})
-        failed = tags.get(FAILED_CHECKS_TAG, "")
+        failed = tags.get(VALIDATION_FAILED_CHECKS, "")
         views.append(
             ModelVersionView(
                 version=str(v.version),
                 aliases=tuple(sorted(roles.get(str(v.version), []))),
-                role=tags.get(ROLE_TAG),
-                validation_status=tags.get(STATUS_TAG, NOT_VALIDATED),
-                validation_threshold=_threshold(tags.get(THRESHOLD_TAG)),
-                validation_report=tags.get(REPORT_TAG),
-                validated_against=tags.get(AGAINST_TAG),
-                validated_at=tags.get(VALIDATED_AT_TAG),
+                role=tags.get(ROLE),
+                validation_status=tags.get(VALIDATION_STATUS, PENDING),
+                validation_threshold=_threshold(tags.get(VALIDATION_THRESHOLD)),
+                validation_report=tags.get(VALIDATION_REPORT),
+                validated_against=tags.get(VALIDATED_AGAINST),
+                validated_at=tags.get(VALIDATED_AT),
                 failed_checks=tuple(c for c in failed.split(",") if c and c != "none"),
-                approved_by=tags.get(APPROVED_BY_TAG),
+                approved_by=tags.get(APPROVED_BY),
                 created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC) if v.creation_timestamp else None,
                 run_id=v.run_id or None,
             )

@@ -12,12 +12,12 @@ import torch
 from pydicom.data import get_testdata_files
 
 from pipeline.inference import InferenceRequest, InferenceService, collimation_cuts_apex
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.registry import LoadedModel
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import load_scenario
 from pipeline.store import ErrorType, Status, decode_embeddings, validate_frame
-from pipeline.training import NetConfig, NormalFilterNet
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 RECEIVED = datetime(2026, 1, 5, 9, tzinfo=UTC)

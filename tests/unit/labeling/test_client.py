@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from pipeline.demo.stack.ports import free_port
 from pipeline.labeling import LabelStudioUnavailable, RetryTransport, make_client
-from pipeline.stack.ports import free_port
 
 
 def test_retries_then_names_server_and_request() -> None:

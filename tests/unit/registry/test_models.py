@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.model import NetConfig, NormalFilterNet
 from pipeline.registry import InvalidModel, check_model_outputs, flat_params, input_example, params_digest
-from pipeline.training import NetConfig, NormalFilterNet
 
 TINY = NetConfig(init_features=8, growth_rate=4, block_config=(2, 2))
 

@@ -19,7 +19,6 @@ from pipeline.simulate import (
     apply_acquisition,
     make_phantom,
     render_anatomy,
-    sample_patient,
 )
 
 CLEAN = Acquisition(noise_std=0.0)
@@ -215,16 +214,6 @@ def test_invalid_parameters_raise() -> None:
         Patient(age_years=-1)
     with pytest.raises(InvalidParameter):
         make_phantom(size=8)
-
-
-def test_sample_patient() -> None:
-    assert sample_patient(0, p_abnormal=0.0).findings == ()
-    sick = [sample_patient(s, p_abnormal=1.0) for s in range(30)]
-    assert all(len(p.findings) == 1 for p in sick)
-    assert {p.findings[0] for p in sick} == set(FINDINGS)
-    assert sample_patient(3) == sample_patient(3)
-    only = sample_patient(1, p_abnormal=1.0, finding_weights={"effusion": 1.0})
-    assert only.findings == ("effusion",)
 
 
 def test_fast_enough() -> None:

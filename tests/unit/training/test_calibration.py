@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.training import NetConfig
-from pipeline.training.model import NormalFilterNet, calibrate_head
+from pipeline.model import NetConfig, NormalFilterNet, calibrate_head
 
 
 def test_the_head_is_rescaled_so_that_probabilities_match_the_labels():

@@ -41,15 +41,40 @@ def fresh_settings():
     get_settings.cache_clear()
 
 
-def test_the_setting_forces_the_count_and_an_argument_wins_over_it(monkeypatch, fresh_settings):
+def test_the_setting_forces_the_count_once_the_caller_passes_it(monkeypatch, fresh_settings):
     monkeypatch.delenv("PIPELINE_TRAIN_NPROC", raising=False)
-    assert process_plan(cuda_devices=0).nproc == 1
+    assert process_plan(get_settings().train_nproc, cuda_devices=0).nproc == 1
     get_settings.cache_clear()
     monkeypatch.setenv("PIPELINE_TRAIN_NPROC", "3")
-    assert process_plan(cuda_devices=0) == ProcessPlan(3, "cpu", "gloo")
+    assert process_plan(get_settings().train_nproc, cuda_devices=0) == ProcessPlan(3, "cpu", "gloo")
     assert process_plan(2, cuda_devices=0).nproc == 2
     with pytest.raises(TooFewDevices):
-        process_plan(cuda_devices=2)
+        process_plan(get_settings().train_nproc, cuda_devices=2)
+    # without the argument the plan reads no setting: one process per visible CUDA device, as None says
+    assert process_plan(cuda_devices=0) == ProcessPlan(1, "cpu", "gloo")
+    assert process_plan(cuda_devices=2) == ProcessPlan(2, "cuda", "nccl")
+
+
+def test_the_distributed_module_reads_no_setting_nor_the_environment_nor_private_names():
+    import ast
+    import inspect
+
+    import pipeline.training.distributed as distributed
+
+    tree = ast.parse(inspect.getsource(distributed))
+    imported = [
+        (node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    ]
+    modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [m for m, _ in imported if m and m.startswith("pipeline.config")]
+    assert not [m for m in modules if m.startswith("pipeline.config")]
+    assert not [(m, name) for m, name in imported if m and m.startswith("pipeline.") and name.startswith("_")]
+    reads = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv", "environb")
+    ]
+    assert reads == []
 
 
 def test_the_setting_must_be_a_positive_count(monkeypatch):

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.model import NetConfig
 from pipeline.simulate.generate import render_study
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import load_scenario, with_volume
-from pipeline.training import CheckpointMismatch, NetConfig, TrainConfig, TrainingDataError, train
+from pipeline.training import CheckpointMismatch, TrainConfig, TrainingDataError, train
 from pipeline.training.train import CHECKPOINT_NAME, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,7 +49,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list[dic
 CHILD = """
 import json, os, signal, sys
 from pathlib import Path
-from pipeline.training import NetConfig, TrainConfig, train
+from pipeline.model import NetConfig
+from pipeline.training import TrainConfig, train
 spec = json.loads(sys.argv[1])
 net = NetConfig(**{**spec["net"], "block_config": tuple(spec["net"]["block_config"])})
 config = TrainConfig(**{**spec["config"], "net": net})
@@ -84,6 +86,7 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_model(data, tmp_path):
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     state = load_checkpoint(checkpoints / CHECKPOINT_NAME)
     assert state is not None and state["epoch"] == 1 and not state["finished"]
+    assert state["world_size"] == 1  # the same checkpoint as a multi-process run's, from one process
 
     resumed = train(train_items, val_items, CONFIG, progress=False, checkpoint_dir=checkpoints)
     assert resumed.resumed_from_epoch == 1

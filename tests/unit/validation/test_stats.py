@@ -12,14 +12,12 @@ from sklearn.metrics import roc_auc_score
 from pipeline.validation.checks import ValidationConfig
 from pipeline.validation.stats import (
     below_target,
-    bootstrap_difference,
     clopper_pearson_interval,
     clopper_pearson_lower,
     delong,
     detection_power,
     metrics_at,
     min_trials,
-    non_inferior,
     sensitivity_threshold,
 )
 
@@ -141,18 +139,6 @@ def test_delong_rejects_bad_inputs() -> None:
         delong(labels, a, np.r_[b[:-1], np.nan])
 
 
-def test_non_inferior_accepts_an_equal_model_and_refuses_a_much_worse_one() -> None:
-    rng = np.random.default_rng(8)
-    labels, a, b = scored(rng, 1000, 1000, 1.0, 1.0)
-    assert non_inferior(delong(labels, a, b), margin=0.05)
-    labels, worse, champion = scored(rng, 1000, 1000, 0.5, 1.0)
-    paired = delong(labels, worse, champion)
-    assert paired.difference < -0.05
-    assert not non_inferior(paired, margin=0.05)
-    with pytest.raises(ValueError, match="margin"):
-        non_inferior(paired, margin=-0.01)
-
-
 # --- Clopper-Pearson ----------------------------------------------------------------------------------------------
 
 
@@ -270,57 +256,6 @@ def test_metrics_at_counts_ties_as_flagged() -> None:
     assert metrics_at(probs, labels, 0.5) == pytest.approx((2 / 3, 2 / 3, 3 / 6))
     with pytest.raises(ValueError, match="threshold"):
         metrics_at(probs, labels, 1.5)
-
-
-# --- Bootstrap ----------------------------------------------------------------------------------------------------
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Return the AUROC by ranks (Mann-Whitney): the bootstrap calls it hundreds of times."""
-    m = int(labels.sum())
-    ranks = stats.rankdata(scores)
-    return float((ranks[labels == 1].sum() - m * (m + 1) / 2) / (m * (labels.size - m)))
-
-
-def specificity_at_half(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(np.mean(scores[labels == 0] < 0.5))
-
-
-def test_bootstrap_difference_identical_scorers_give_zero() -> None:
-    labels, a, _ = scored(np.random.default_rng(13), 30, 30, 1.0, 1.0)
-    assert bootstrap_difference(labels, a, a, auroc, n_boot=50, rng=0) == (0.0, 0.0, 0.0)
-
-
-def test_bootstrap_difference_finds_a_real_gap_and_is_reproducible() -> None:
-    labels, a, b = scored(np.random.default_rng(14), 150, 250, 1.5, 0.5)
-    result = bootstrap_difference(labels, a, b, auroc, n_boot=300, rng=1)
-    assert result.point == pytest.approx(auroc(labels, a) - auroc(labels, b))
-    assert 0 < result.lower < result.point < result.upper
-    assert bootstrap_difference(labels, a, b, auroc, n_boot=300, rng=1) == result
-    # its width agrees with DeLong's normal interval
-    low, high = delong(labels, a, b).ci()
-    assert result.upper - result.lower == pytest.approx(high - low, rel=0.25)
-
-
-def test_bootstrap_difference_of_specificity_covers_no_gap_under_the_null() -> None:
-    rng = np.random.default_rng(15)
-    labels = np.r_[np.ones(100, int), np.zeros(300, int)]
-    a, b = rng.uniform(size=(2, 400))
-    result = bootstrap_difference(labels, a, b, specificity_at_half, n_boot=300, rng=rng)
-    assert result.lower <= result.point <= result.upper
-    assert result.lower < 0.0 < result.upper
-    # a resample keeps the class counts, so a per-class statistic never sees an empty class
-    assert -1.0 <= result.lower <= result.upper <= 1.0
-
-
-def test_bootstrap_difference_rejects_bad_inputs() -> None:
-    labels, a, b = scored(np.random.default_rng(16), 10, 10, 1.0, 1.0)
-    with pytest.raises(ValueError, match="a and b must have the same length"):
-        bootstrap_difference(labels, a, b[:-1], auroc, rng=0)
-    with pytest.raises(ValueError, match="n_boot"):
-        bootstrap_difference(labels, a, b, auroc, n_boot=0, rng=0)
-    with pytest.raises(ValueError, match="not finite"):
-        bootstrap_difference(labels, a, b, lambda y, s: float("nan"), n_boot=5, rng=0)
 
 
 def test_below_target_is_the_exact_one_sided_test_and_its_interval_agrees() -> None:

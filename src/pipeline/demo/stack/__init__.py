@@ -8,5 +8,5 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: Root of a source checkout (the editable install's ``src/pipeline/stack/../../..``); sibling virtualenvs live there.
-REPO_ROOT: Path = Path(__file__).resolve().parents[3]
+#: Root of a source checkout (the editable install's ``src/pipeline/demo/stack/../../../..``); sibling virtualenvs live there.
+REPO_ROOT: Path = Path(__file__).resolve().parents[4]

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.stack import REPO_ROOT
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, ServiceStartError, find_executable, start_process
+from pipeline.demo.stack import REPO_ROOT
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import ManagedProcess, ServiceStartError, find_executable, start_process
 
 #: Environment variable overriding the ``airflow`` executable.
 AIRFLOW_BIN_ENV = "AIRFLOW_BIN"

@@ -18,9 +18,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.stack import REPO_ROOT
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, start_process
+from pipeline.demo.stack import REPO_ROOT
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import ManagedProcess, start_process
 
 #: Environment variable overriding the ``label-studio`` executable.
 LABEL_STUDIO_BIN_ENV = "LABEL_STUDIO_BIN"

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.stack.ports import free_port
-from pipeline.stack.process import ManagedProcess, find_executable, start_process
+from pipeline.demo.stack.ports import free_port
+from pipeline.demo.stack.process import ManagedProcess, find_executable, start_process
 
 #: Environment variable overriding the ``mlflow`` executable.
 MLFLOW_BIN_ENV = "MLFLOW_BIN"

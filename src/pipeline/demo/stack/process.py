@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.stack import REPO_ROOT
+from pipeline.demo.stack import REPO_ROOT
 
 #: Seconds between two readiness probes.
 POLL_INTERVAL = 0.25

@@ -1,4 +1,4 @@
-"""Alembic environment: the engine comes from ``pipeline.store.migrate`` or ``PIPELINE_DB_URL``."""
+"""Alembic environment: the engine comes from ``pipeline.store.migrate.upgrade`` (``pipeline db upgrade``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ from pipeline.store.schema import metadata
 def _engine() -> Engine:
     engine = context.config.attributes.get("engine")
     if engine is None:
-        from pipeline.config import get_settings
-        from pipeline.store.engine import make_engine
-
-        engine = make_engine(get_settings().db_url)
+        raise SystemExit("migrations run through `pipeline db upgrade`, which hands them the store's engine")
     return engine
 
 
