@@ -72,7 +72,7 @@ test-fast: venv  ## Unit tests only (no services)
 test: install browser lint typecheck  ## Everything: lint, types, unit, integration (real services) and DAG tests
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
-demo: install  ## The closed loop: 30 days of a new hospital through the Airflow scheduler, MLflow and Label Studio (~20 min)
+demo: install  ## The closed loop: 30 days of a new hospital through the Airflow scheduler, MLflow and Label Studio (~21-25 min)
 	$(BIN)/pipeline demo
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY

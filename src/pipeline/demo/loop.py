@@ -678,6 +678,7 @@ def summarise(
 
     from pipeline.config import get_settings
     from pipeline.registry import CHAMPION, version_for
+    from pipeline.registry import tags as tag
 
     frame = served(engine)
     frame["group"] = np.where(frame["site"] == new_site, "new", "stable")
@@ -707,21 +708,21 @@ def summarise(
     settings = get_settings()
     client = MlflowClient()
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
-    validated = [v for v in versions if v.tags.get("validation_status") == "passed"]
+    validated = [v for v in versions if v.tags.get(tag.VALIDATION_STATUS) == "passed"]
     with engine.connect() as conn:
         labels = conn.execute(sa.text("SELECT count(DISTINCT study_id), count(*) FROM labels")).one()
         evidence_picks = conn.execute(sa.text("SELECT count(*) FROM relabel_queue WHERE strategy = 'evidence'")).one()
     validations = [
         {
             "version": v.version,
-            "status": v.tags["validation_status"],
-            "against": v.tags.get("validated_against"),
-            "failed": v.tags.get("validation_failed_checks", ""),
-            "sites": [s for s in v.tags.get("validation_sites", "").split(",") if s and s != "none"],
-            "evidence": v.tags.get("validation_evidence", ""),
+            "status": v.tags[tag.VALIDATION_STATUS],
+            "against": v.tags.get(tag.VALIDATED_AGAINST),
+            "failed": v.tags.get(tag.VALIDATION_FAILED_CHECKS, ""),
+            "sites": [s for s in v.tags.get(tag.VALIDATION_SITES, "").split(",") if s and s != "none"],
+            "evidence": v.tags.get(tag.VALIDATION_EVIDENCE, ""),
         }
         for v in sorted(versions, key=lambda v: int(v.version))
-        if v.tags.get("validated_at")
+        if v.tags.get(tag.VALIDATED_AT)
     ]
 
     def group(part: pd.DataFrame, g: str) -> pd.DataFrame:
@@ -743,7 +744,7 @@ def summarise(
             "champion": version_for(settings.model_name, CHAMPION) or (days[-1].champion if days else first),
             "trained": max(len(versions) - 1, 0),
             "validated": len(validated),
-            "promoted": sum(1 for v in versions if v.tags.get("promoted_at")),
+            "promoted": sum(1 for v in versions if v.tags.get(tag.PROMOTED_AT)),
             "served_by": sorted({d.champion for d in days}, key=lambda v: v.zfill(9)),
             "promoted_on_day": promoted_on,
             "approvals": answered,

@@ -163,21 +163,23 @@ def promotion_request(res: Resources, version: str) -> dict[str, Any]:
     Raises:
         pipeline.validation.PromotionRefused: no such version, or its validation is not ``passed``.
     """
+    from pipeline.registry import tags as tag
     from pipeline.validation import validated_version
 
     res.registry.use()
     name = res.registry.model_name
     number, tags = validated_version(name, version)
     summary = (
-        f"**{name} version {number}** passed validation against version {tags.get('validated_against')} "
-        f"on {tags.get('validated_at')}.\n\n"
-        f"- operating point: threshold {tags.get('validation_threshold')}\n"
-        f"- parent version: {tags.get('parent_version', 'none')}; dataset snapshot {tags.get('dataset_snapshot', '?')}\n"
-        f"- report: `{tags.get('validation_report')}` (MLflow, artifacts of the version's run)\n"
-        f"- test sets cover: {tags.get('validation_sites', 'unknown')}; evidence per served site and scanner:\n"
-        + "\n".join(f"  - {line}" for line in tags.get("validation_evidence", "not recorded").splitlines())
+        f"**{name} version {number}** passed validation against version {tags.get(tag.VALIDATED_AGAINST)} "
+        f"on {tags.get(tag.VALIDATED_AT)}.\n\n"
+        f"- operating point: threshold {tags.get(tag.VALIDATION_THRESHOLD)}\n"
+        f"- parent version: {tags.get(tag.PARENT_VERSION, 'none')}; "
+        f"dataset snapshot {tags.get(tag.DATASET_SNAPSHOT, '?')}\n"
+        f"- report: `{tags.get(tag.VALIDATION_REPORT)}` (MLflow, artifacts of the version's run)\n"
+        f"- test sets cover: {tags.get(tag.VALIDATION_SITES, 'unknown')}; evidence per served site and scanner:\n"
+        + "\n".join(f"  - {line}" for line in tags.get(tag.VALIDATION_EVIDENCE, "not recorded").splitlines())
     )
-    return {"version": number, "summary": summary, "against": tags.get("validated_against")}
+    return {"version": number, "summary": summary, "against": tags.get(tag.VALIDATED_AGAINST)}
 
 
 def start_shadow(res: Resources, version: str, days: float | None = None) -> dict[str, Any]:
@@ -201,9 +203,10 @@ def review(res: Resources, request: dict[str, Any], shadow: dict[str, Any]) -> d
 
     The shadow report is recorded on the version (``shadow/`` artifacts, ``shadow_*`` tags).
     """
+    from pipeline.registry.tags import APPROVAL, APPROVAL_BY, APPROVAL_REASON
     from pipeline.reports.validation import record_shadow
     from pipeline.validation import PromotionRefused
-    from pipeline.validation.promotion import APPROVAL_BY_TAG, APPROVAL_REASON_TAG, APPROVAL_TAG, mlflow_decision
+    from pipeline.validation.promotion import mlflow_decision
     from pipeline.validation.shadow import shadow_report
 
     res.registry.use()
@@ -220,8 +223,8 @@ def review(res: Resources, request: dict[str, Any], shadow: dict[str, Any]) -> d
         summary += f"\n\n**The approval tags on the version in MLflow are ignored:** {exc}"
     summary += (
         "\n\nApprove to make it the champion (the current champion becomes `previous`); reject with a reason. "
-        f"(In the MLflow UI, the tags `{APPROVAL_TAG}` = approve or reject, `{APPROVAL_BY_TAG}` and "
-        f"`{APPROVAL_REASON_TAG}` on the version decide the same way, when set before the shadow period ends.)"
+        f"(In the MLflow UI, the tags `{APPROVAL}` = approve or reject, `{APPROVAL_BY}` and "
+        f"`{APPROVAL_REASON}` on the version decide the same way, when set before the shadow period ends.)"
     )
     return {
         "version": version,

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Tags a release manager sets on a version in the MLflow UI to decide instead of answering in Airflow (their
 #: names live in ``pipeline.registry``; these aliases are kept for ``pipeline.entry.release``, which imports them).
-APPROVAL_TAG, APPROVAL_BY_TAG, APPROVAL_REASON_TAG = APPROVAL, APPROVAL_BY, APPROVAL_REASON
 _APPROVE, _REJECT = frozenset({"approve", "approved"}), frozenset({"reject", "rejected"})
 
 
