@@ -13,16 +13,23 @@ reads its context and returns them. No Airflow and no click here.
 
 from __future__ import annotations
 
-from pipeline.logs import configure_logging
-from pipeline.resources import Resources
-from pipeline.resources import production as _production
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
 def production() -> Resources:
-    """The resources of this process's ``PIPELINE_*`` environment, with the pipeline's logging set up (a task's)."""
-    resources = _production()
+    """The resources of this process's ``PIPELINE_*`` environment, with the pipeline's logging set up (a task's).
+
+    The settings are read here, when a task runs, not when a DAG file that names an entry is parsed.
+    """
+    from pipeline.logs import configure_logging
+    from pipeline.resources import production as build
+
+    resources = build()
     configure_logging(resources.settings.log_level)
     return resources
 
 
-__all__ = ["Resources", "production"]
+__all__ = ["production"]

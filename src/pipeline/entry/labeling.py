@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.resources import Resources
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
 def select(res: Resources, day: date | str, budget: int | None = None, *, studies: bool = False) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.resources import Resources
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
 def check_window(

@@ -11,9 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.resources import Resources
-
 if TYPE_CHECKING:
+    from pipeline.resources import Resources
     from pipeline.validation import ValidationConfig
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.resources import Resources
-
 if TYPE_CHECKING:
+    from pipeline.resources import Resources
     from pipeline.store.write import IngestResult
 
 #: Rejected rows a summary names at most (the rest are counted, and kept in ``ingest_rejects``).

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.entry.release import gate_config
-from pipeline.resources import Resources
 
 if TYPE_CHECKING:
+    from pipeline.resources import Resources
     from pipeline.training.retrain import RetrainParams
 
 

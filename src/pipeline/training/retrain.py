@@ -181,7 +181,7 @@ def retrain(
         base_dataset: the base dataset's manifest (``bootstrap.base_manifest``): ``params.replay_base`` of its
             training studies and its validation split train beside the snapshot. None or a missing file: none.
         evidence_short: where, in words, the test sets lack the labeled abnormal studies the gate needs
-            (``pipeline.validation.evidence_shortfall``; empty: nowhere): the retraining waits
+            (``pipeline.validation.testsets.evidence_shortfall``; empty: nowhere): the retraining waits
             (``params.wait_for_evidence``) or goes ahead and records where evidence was short.
         nproc: training processes (``PIPELINE_TRAIN_NPROC``; None: one per visible CUDA device).
 
@@ -202,10 +202,9 @@ def retrain(
         reason = f"{waiting} new labels, fewer than the {params.min_new_labels} asked for: nothing to train"
         log.info(reason)
         return RetrainResult(None, None, {"new_labels": waiting}, None, None, reason=reason)
-    short = evidence_short
-    if short and params.wait_for_evidence:
+    if evidence_short and params.wait_for_evidence:
         reason = (
-            f"waiting for evidence: {short}; the test sets' reserved share fills as labels come in "
+            f"waiting for evidence: {evidence_short}; the test sets' reserved share fills as labels come in "
             "(wait_for_evidence false trains anyway)"
         )
         log.info(reason)
@@ -244,7 +243,9 @@ def retrain(
         "snapshot": snapshot.counts(),
         "train_processes": process_plan(nproc).nproc,
         "base_replay": replay.params(),
-        "evidence": f"went ahead without enough evidence: {short}" if short else "enough at every served site",
+        "evidence": f"went ahead without enough evidence: {evidence_short}"
+        if evidence_short
+        else "enough at every served site",
     }
     with training_run(
         EXPERIMENT,

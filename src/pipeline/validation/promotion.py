@@ -49,8 +49,7 @@ from pipeline.validation.suite import PASSED
 log = logging.getLogger(__name__)
 
 
-#: Tags a release manager sets on a version in the MLflow UI to decide instead of answering in Airflow (their
-#: names live in ``pipeline.registry``; these aliases are kept for ``pipeline.entry.release``, which imports them).
+#: The values of the ``approval`` tag a release manager sets in the MLflow UI to decide instead of answering in Airflow.
 _APPROVE, _REJECT = frozenset({"approve", "approved"}), frozenset({"reject", "rejected"})
 
 
