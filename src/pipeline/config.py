@@ -72,6 +72,17 @@ class Settings(BaseSettings):
         description="Labeled studies no snapshot holds yet that make a sync publish the 'new labels' asset.",
     )
     sentry_dsn: SecretStr | None = None
+    web_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token the monitoring page asks for when served on its own (uvicorn); inside Airflow's API "
+            "server, Airflow's sign-in guards it instead."
+        ),
+    )
+    web_anonymous: bool = Field(
+        default=False,
+        description="Serve the monitoring page on its own without a credential (local use only).",
+    )
     pseudonym_key: SecretStr = Field(
         default=SecretStr("local-demo-key-change-me"),
         description="Key of the keyed hash that turns StudyInstanceUIDs into pseudonymous ids.",
