@@ -1,7 +1,8 @@
 """The monitoring page inside the Airflow UI (an Airflow 3.1+ plugin).
 
 ``fastapi_apps`` mounts the page's app (``pipeline.web``) in Airflow's API server under
-``/pipeline-monitoring``, behind Airflow's own authentication (any user allowed to see the UI);
+``/pipeline-monitoring``, behind Airflow's own authentication (any user allowed to see the UI): the app is
+made with ``auth="airflow"``, so it asks for no credential of its own and relies on the dependency passed here;
 ``external_views`` adds "Monitoring" to the UI's Browse menu, rendered in an iframe at
 ``/plugin/pipeline-monitoring``. Plugin API: Airflow's "Plugins" docs (administration-and-deployment/plugins,
 "External Views" and the example there). The page itself lives in ``src/pipeline/web/``.
@@ -26,7 +27,8 @@ class MonitoringPagePlugin(AirflowPlugin):
     name = "pipeline_monitoring"
     fastapi_apps = [  # noqa: RUF012 (AirflowPlugin declares these as class-level lists)
         {
-            "app": create_app(dependencies=[Depends(requires_access_view(AccessView.WEBSITE))]),
+            # Airflow's sign-in guards the page here, so it needs no PIPELINE_WEB_TOKEN of its own
+            "app": create_app(auth="airflow", dependencies=[Depends(requires_access_view(AccessView.WEBSITE))]),
             "url_prefix": URL_PREFIX,
             "name": "Pipeline monitoring page",
         }

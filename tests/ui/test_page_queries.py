@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from pipeline.alerts import Finding, Kind, Severity, sync_alerts
 from pipeline.store import make_engine, upgrade
-from pipeline.store.schema import model_events, monitor_metrics, relabel_queue
 from pipeline.web import (
     PageConfig,
     create_app,
@@ -25,102 +22,17 @@ from pipeline.web import (
     render_page,
     site_summaries,
 )
+from tests.ui.page_store import DAY0, fill_store
 
-DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
 UNREACHABLE_MLFLOW = "http://127.0.0.1:9"  # the discard port: nothing answers there
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> sa.Engine:
-    """A store with 3 daily windows at two sites, one drifting feature, two open alerts, picks and events."""
+    """A SQLite store with 3 daily windows at two sites, one drifting feature, two open alerts, picks and events."""
     engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
     upgrade(engine)
-    rows = []
-    for day in range(3):
-        start = DAY0 + timedelta(days=day)
-        for site, share in (("st-anna", 0.60), ("riverside", 0.70 - 0.2 * day), ("*", 0.65)):
-            values = {"share_filtered_normal": share, "volume": 100.0 + day}
-            if site != "*":
-                # the drift check's distance/threshold pairs: riverside's img_mean moves to 2.5 thresholds on day 2;
-                # two windows on day 2 at riverside: the day keeps the larger score
-                values |= {"drift.img_mean.distance": 0.1 + (0.4 if site == "riverside" and day == 2 else 0.0)}
-                values |= {"drift.img_mean.threshold": 0.2, "drift.kvp.distance": 0.05, "drift.kvp.threshold": 0.1}
-                values |= {"drift.features_drifted": 0.0}
-            for metric, value in values.items():
-                rows.append(
-                    {
-                        "window_start": start,
-                        "window_end": start + timedelta(days=1),
-                        "site": site,
-                        "model_version": "*",
-                        "metric": metric,
-                        "value": value,
-                        "computed_at": start,
-                    }
-                )
-        # a per-version row must not leak into the headline
-        rows.append({**rows[-1], "model_version": "1", "metric": "share_filtered_normal", "value": 0.01})
-    later = DAY0 + timedelta(days=2, hours=12)
-    for metric, value in (("drift.img_mean.distance", 0.3), ("drift.img_mean.threshold", 0.2)):
-        rows.append(
-            {
-                "window_start": later,
-                "window_end": later + timedelta(hours=1),
-                "site": "riverside",
-                "model_version": "*",
-                "metric": metric,
-                "value": value,
-                "computed_at": later,
-            }
-        )
-    with engine.begin() as conn:
-        conn.execute(sa.insert(monitor_metrics), rows)
-    findings = [
-        Finding(Kind.DRIFT, "riverside", "img_mean", "covariate_shift", 0.5, 0.2, Severity.WARNING, "img_mean moved"),
-        Finding(Kind.TECHNICAL, "st-anna", "cuda_oom", "error_rate", 0.2, 0.02, Severity.CRITICAL, "OOM burst"),
-    ]
-    end = DAY0 + timedelta(days=3)
-    sync_alerts(engine, findings, window_start=end - timedelta(days=1), window_end=end, checked=[])
-    picks = [
-        ("a" * 32, "riverside", "drift", "queued"),
-        ("b" * 32, "riverside", "drift", "pushed"),
-        ("c" * 32, "riverside", "uncertain", "labeled"),
-        ("d" * 32, "st-anna", "error", "queued"),
-    ]
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(relabel_queue),
-            [
-                {
-                    "study_id": study,
-                    "site": site,
-                    "model_version": "1",
-                    "project": "relabeling",
-                    "strategy": strategy,
-                    "reasons": json.dumps({strategy: "test"}),
-                    "priority": 1.0,
-                    "prob_abnormal": 0.3,
-                    "picked_for": date(2026, 3, 2 + i % 2),
-                    "picked_at": end,
-                    "status": status,
-                }
-                for i, (study, site, strategy, status) in enumerate(picks)
-            ],
-        )
-        conn.execute(
-            sa.insert(model_events),
-            [
-                {
-                    "model_name": "cxr",
-                    "version": "2",
-                    "action": "validated",
-                    "actor": "validation-suite",
-                    "at": end,
-                    "detail": json.dumps({"status": "passed", "against": "1"}),
-                },
-                {"model_name": "other", "version": "9", "action": "promoted", "actor": "x", "at": end, "detail": "{}"},
-            ],
-        )
+    fill_store(engine)
     return engine
 
 
@@ -179,6 +91,9 @@ def test_relabel_queue_and_site_summaries(engine) -> None:
     assert summaries["riverside"].waiting_for_label == 2 and summaries["riverside"].open_alerts == 1
     assert summaries["st-anna"].critical_alerts == 1
     assert summaries["riverside"].share_filtered_normal == pytest.approx(0.3)
+    [one] = site_summaries(engine, period_of(engine), site="riverside")
+    assert one == summaries["riverside"]
+    assert site_summaries(engine, period_of(engine), site="nowhere") == []
 
 
 # Starlette deprecates httpx in its TestClient; the warning is raised on import, hence the import in the test.
@@ -187,9 +102,10 @@ def test_the_page_and_the_json_render_with_mlflow_unreachable(engine) -> None:
     from fastapi.testclient import TestClient
 
     url = str(engine.url)
-    app = create_app(
-        PageConfig(db_url=url, mlflow_tracking_uri=UNREACHABLE_MLFLOW, model_name="cxr", registry_timeout_s=0.5)
+    config = PageConfig(
+        db_url=url, mlflow_tracking_uri=UNREACHABLE_MLFLOW, model_name="cxr", registry_timeout_s=0.5, anonymous=True
     )
+    app = create_app(config)
     with TestClient(app) as client:
         page = client.get("/")
         assert page.status_code == 200
@@ -199,15 +115,17 @@ def test_the_page_and_the_json_render_with_mlflow_unreachable(engine) -> None:
         assert html.count("data:image/png;base64,") == 1 + 2 * 2  # all sites' headline; per site headline + heatmap
         for text in ("img_mean", "cuda_oom", "riverside", "st-anna", "validation-suite", "Relabel queue"):
             assert text in html
-        assert "http://" not in html.replace(UNREACHABLE_MLFLOW, "")  # nothing fetched from elsewhere
+        assert "http://" not in html  # nothing fetched from elsewhere, and MLflow's address is not shown
+        assert "store SQLite" in html and url not in html
         one = client.get("/", params={"site": "riverside"}).text
         assert "cuda_oom" not in one and "img_mean" in one
         assert [a["feature"] for a in client.get("/api/alerts").json()] == ["cuda_oom", "img_mean"]
         assert [s["site"] for s in client.get("/api/sites").json()] == ["riverside", "st-anna"]
+        assert [s["site"] for s in client.get("/api/sites", params={"site": "st-anna"}).json()] == ["st-anna"]
         assert len(client.get("/api/drift", params={"site": "riverside", "days": 1}).json()) == 2
         assert len(client.get("/api/headline", params={"site": "st-anna"}).json()) == 3
         assert sum(c["studies"] for c in client.get("/api/relabel-queue").json()) == 4
         models = client.get("/api/models").json()
-        assert models["available"] is False and "did not answer" in models["notice"]
+        assert models["available"] is False and "the model registry is unavailable" in models["notice"]
         assert [e["action"] for e in models["events"]] == ["validated"]
         assert client.get("/api/drift", params={"days": 0}).status_code == 422

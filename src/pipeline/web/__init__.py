@@ -2,7 +2,9 @@
 the relabel queue, and the model's versions with their validation verdicts.
 
 A FastAPI app (:func:`create_app`) that Airflow's API server mounts through the plugin in
-``plugins/``; it reads the store and MLflow's registry and computes nothing of its own. Airflow
+``plugins/`` (``auth="airflow"``), or that serves on its own behind ``PIPELINE_WEB_TOKEN``
+(``auth="token"``, :mod:`pipeline.web.access`); it reads the store and MLflow's registry and computes
+nothing of its own. Airflow
 imports plugins in every component, so importing this package costs only FastAPI: the names below
 other than ``create_app``, ``PageConfig`` and ``store_label`` are imported on first use.
 """

@@ -8,6 +8,8 @@ behind a proxy, and without internet.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,10 +37,12 @@ from pipeline.web.queries import (
 from pipeline.web.registry import ModelVersionView, RegistryUnavailable, model_versions
 from pipeline.web.template import PAGE
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Registry:
-    """The model's registered versions, or why they could not be read (``notice``)."""
+    """The model's registered versions, or why they could not be read (``notice``, shown to the page's readers)."""
 
     model_name: str
     tracking_uri: str
@@ -63,7 +67,10 @@ class SiteView:
 
 @dataclass(frozen=True)
 class Overview:
-    """The whole page's content: the period, every site (or the one asked for), the queue and the registry."""
+    """The whole page's content: the period, every site (or the one asked for), the queue and the registry.
+
+    ``store`` names the store to the page's readers (its backend, such as ``PostgreSQL``): never its URL.
+    """
 
     store: str
     period: Period | None
@@ -79,11 +86,18 @@ class Overview:
 
 
 def read_registry(tracking_uri: str, model_name: str, *, timeout_s: float = 3.0) -> Registry:
-    """Return the model's versions from MLflow, or a Registry whose ``notice`` says why there are none."""
+    """Return the model's versions from MLflow, or a Registry whose ``notice`` says why there are none.
+
+    When MLflow fails, the notice is one generic line with a reference; what failed goes to the server's log
+    (the tracking URI without credentials), as the page's readers need not learn where MLflow runs.
+    """
     try:
         versions = model_versions(tracking_uri, model_name, timeout_s=timeout_s)
     except RegistryUnavailable as exc:
-        return Registry(model_name, tracking_uri, notice=f"The model registry is unreachable: {exc}")
+        reference = uuid.uuid4().hex[:12]
+        log.warning("monitoring page: reference %s: %s", reference, exc)
+        notice = f"The model registry is unreachable (reference {reference}: the server's log has the details)."
+        return Registry(model_name, tracking_uri, notice=notice)
     if not versions:
         return Registry(model_name, tracking_uri, notice=f"No version of {model_name!r} is registered in MLflow yet.")
     return Registry(model_name, tracking_uri, versions=tuple(versions))
@@ -102,7 +116,7 @@ def gather(
 
     Args:
         engine: the store.
-        store: how the store is named on the page (a URL without its password).
+        store: how the store is named on the page: its backend (``PostgreSQL``), never its URL.
         registry: the model's versions, or the notice that replaces them.
         model_name: the registered model whose audit trail is shown.
         days: the period, in days up to the newest monitored window.

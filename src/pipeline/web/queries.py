@@ -302,14 +302,20 @@ def recent_model_events(engine: Engine, model_name: str, limit: int = 20) -> lis
     return events
 
 
-def site_summaries(engine: Engine, period: Period | None) -> list[SiteSummary]:
-    """Return every site at a glance (see :class:`SiteSummary`), sorted by site."""
-    sites = list_sites(engine)
-    alerts_now = open_alerts(engine)
-    queue = relabel_queue_counts(engine)
+def site_summaries(engine: Engine, period: Period | None, site: str | None = None) -> list[SiteSummary]:
+    """Return every site at a glance (see :class:`SiteSummary`), sorted by site.
+
+    Args:
+        engine: the store.
+        period: where the newest window is looked for; None: no window (nothing monitored yet).
+        site: only this site's summary (none when the store does not know it).
+    """
+    sites = [s for s in list_sites(engine) if site is None or s == site]
+    alerts_now = open_alerts(engine, site)
+    queue = relabel_queue_counts(engine, site)
     newest: dict[str, HeadlinePoint] = {}
     if period is not None:
-        for p in headline_series(engine, period):
+        for p in headline_series(engine, period, site):
             newest[p.site] = p  # sorted by window: the last one wins
     summaries = []
     for s in sites:

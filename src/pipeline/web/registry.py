@@ -10,14 +10,28 @@ shows a notice instead of the table.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
+_USERINFO = re.compile(r"(\w+://)[^/\s@]+@")
+
+
+def _masked(text: str) -> str:
+    """Return ``text`` with the credentials of every URL in it (``scheme://user:password@``) masked."""
+    return _USERINFO.sub(r"\1***@", text)
+
 
 class RegistryUnavailable(RuntimeError):
-    """MLflow's registry did not answer; the message says where it was asked and why it failed."""
+    """MLflow's registry did not answer; the message says where it was asked (credentials masked) and why.
+
+    It is for the server's log: the page shows its readers a generic line instead.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_masked(message))
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ footer a, td a { color:var(--accent); }
   <h1>Monitoring · {{ o.registry.model_name }}{% if o.selected %} · {{ o.selected }}{% endif %}</h1>
   <p>
     {% if period %}Period {{ period.label }}, up to the newest monitored window{% else %}No monitoring run has written metrics yet{% endif %}
-    · store <code>{{ o.store }}</code> · generated {{ o.generated_at | when }} UTC
+    · store {{ o.store }} · generated {{ o.generated_at | when }} UTC
   </p>
   <nav class="sites" aria-label="sites">
     <a href="./" class="{{ 'on' if not o.selected else '' }}">all sites</a>
@@ -159,7 +159,7 @@ footer a, td a { color:var(--accent); }
 </section>
 
 <section id="models">
-  <h2>Model versions and validation verdicts</h2>
+  <h2>Model versions and validation verdicts{% if o.selected %} <span class="muted">(the same for every site)</span>{% endif %}</h2>
   {% if o.registry.notice %}<p class="notice">{{ o.registry.notice }}</p>{% endif %}
   {% if o.registry.versions %}
   <table>
@@ -194,7 +194,8 @@ footer a, td a { color:var(--accent); }
 <footer>
   JSON: <a href="api/sites">api/sites</a> · <a href="api/alerts">api/alerts</a> · <a href="api/headline">api/headline</a> ·
   <a href="api/drift">api/drift</a> · <a href="api/relabel-queue">api/relabel-queue</a> · <a href="api/models">api/models</a>
-  (each takes <code>?site=</code>; headline and drift take <code>?days=</code>).
+  (each but api/models, which is the same for every site, takes <code>?site=</code>; sites, headline and drift
+  take <code>?days=</code>).
   Built from the store and the registry; every figure comes from a monitoring, selection or validation run.
 </footer>
 </body>
