@@ -49,7 +49,7 @@ def test_migrations_go_up_from_empty_and_match_the_schema(backend, request, tmp_
     assert current_revision(engine) is None
     upgrade(engine)
     upgrade(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0008"
+    assert current_revision(engine) == "0009"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         diff = compare_metadata(context, metadata)
@@ -154,7 +154,7 @@ def test_a_failure_mid_batch_writes_nothing(engine, monkeypatch):
 def test_feedback_amendment_replaces_the_earlier_outcome(engine):
     reported = datetime(2026, 1, 9, tzinfo=UTC)
     first = pd.DataFrame(
-        [{"study_id": "s1", "site": "a", "reported_at": reported, "final_abnormal": False, "final_finding": "normal"}]
+        [{"study_id": "ab" * 16, "site": "a", "reported_at": reported, "final_abnormal": False, "final_finding": "normal"}]
     )
     amended = first.assign(final_abnormal=True, final_finding="nodule", agrees_with_model=False)
     ingest(engine, "feedback", first, source="f1")

@@ -20,7 +20,7 @@ from pipeline.simulate.generate import RenderedStudy, feedback_row, ground_truth
 from pipeline.simulate.plan import plan_day
 from pipeline.simulate.scenario import Scenario
 from pipeline.simulate.world import model_on
-from pipeline.store import ingest
+from pipeline.store import ingest_batch
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,10 @@ def simulate(
         scored = {str(row["study_id"]): row for row in logs}
         feedback = [row for r in rendered if (row := feedback_row(scenario, r, scored.get(r.study_id))) is not None]
         source = f"simulate:{scenario.name}:day{day}"
-        ingest(engine, "studies", pd.DataFrame(study_rows), source=source)
-        ingest(engine, "ground_truth", pd.DataFrame(truth), source=source)
-        if feedback:
-            ingest(engine, "feedback", pd.DataFrame(feedback), source=source)
-        if logs:
-            ingest(engine, "inference_logs", pd.DataFrame(logs), source=source)
-        if shadow_logs:
-            ingest(engine, "shadow_logs", pd.DataFrame(shadow_logs), source=source)
+        tables = {"studies": study_rows, "ground_truth": truth, "feedback": feedback, "inference_logs": logs}
+        tables["shadow_logs"] = shadow_logs
+        # one transaction: a study is written with its tags, outcome and inference rows, or not at all
+        ingest_batch(engine, {name: pd.DataFrame(rows) for name, rows in tables.items() if rows}, source=source)
         summary.days.append(day)
         summary.studies += len(rendered)
         summary.abnormal += sum(r.planned.abnormal for r in rendered)

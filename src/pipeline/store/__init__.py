@@ -5,7 +5,7 @@ from pipeline.store.migrate import current_revision, downgrade, upgrade
 from pipeline.store.read import read_window
 from pipeline.store.schema import TABLES, Decision, ErrorType, Status, metadata
 from pipeline.store.validate import RowError, UnknownTable, validate_frame
-from pipeline.store.write import IngestResult, decode_embeddings, encode_embedding, ingest
+from pipeline.store.write import IngestResult, decode_embeddings, encode_embedding, ingest, ingest_batch
 
 __all__ = [
     "TABLES",
@@ -20,6 +20,7 @@ __all__ = [
     "downgrade",
     "encode_embedding",
     "ingest",
+    "ingest_batch",
     "insert_for",
     "is_postgres",
     "make_engine",

@@ -155,6 +155,21 @@ ingest_rejects = sa.Table(
     sa.UniqueConstraint("source", "table_name", "row_number", "field", name="uq_ingest_rejects_row_field"),
 )
 
+amendments = sa.Table(
+    "amendments",
+    metadata,
+    # The audit trail of rows a newer report replaced (feedback): what the row held before, and which delivery
+    # replaced it. Delivering the same amendment again records nothing (the digest of the replaced row).
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("study_id", sa.String(STUDY_ID_LENGTH), nullable=False, index=True),
+    sa.Column("source", sa.String(256), nullable=False),  # the delivery that replaced it
+    sa.Column("replaced", sa.Text, nullable=False),  # JSON of the replaced row
+    sa.Column("replaced_digest", sa.String(64), nullable=False),  # SHA-256 of ``replaced``
+    sa.Column("amended_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("table_name", "study_id", "source", "replaced_digest", name="uq_amendments_row"),
+)
+
 ground_truth = sa.Table(
     "ground_truth",
     metadata,

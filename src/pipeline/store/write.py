@@ -1,9 +1,12 @@
 """Idempotent, all-or-nothing loading of batches into the store.
 
 A batch is validated first (``pipeline.store.validate``); the valid rows and a record of every
-rejected field are written in one transaction, so a failure leaves nothing half-written.
+rejected field are written in one transaction, so a failure leaves nothing half-written. A batch
+may hold several tables (a study's tags, its inference rows, its outcome): they are written in
+one transaction, and a study one of whose rows is rejected is written in none of them.
 Re-ingesting the same rows changes nothing: rows are keyed (study id, model version) and
-written insert-if-absent, except feedback, where a radiologist's later amendment wins.
+written insert-if-absent (the first delivery of a fact wins), except feedback, where the newest
+report (``reported_at``) wins and the row it replaced is kept in ``amendments``.
 
 PostgreSQL takes the bulk path: ``COPY`` straight into the table under a savepoint, and only
 when that meets rows already present, ``COPY`` into a temporary staging table and
@@ -12,12 +15,14 @@ when that meets rows already present, ``COPY`` into a temporary staging table an
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,14 +31,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.engine import insert_for, is_postgres
-from pipeline.store.schema import TABLES, ingest_rejects
-from pipeline.store.validate import RowError, primary_key, validate_frame
+from pipeline.store.schema import TABLES, amendments, ingest_rejects
+from pipeline.store.validate import AMENDABLE, RowError, Validated, primary_key, validate_frame
 
 log = logging.getLogger(__name__)
 
-# Tables whose rows may be corrected by a later delivery; the others are immutable facts.
-UPDATABLE = frozenset({"feedback"})
+# Tables whose rows may be corrected by a newer report; the others are immutable facts.
+UPDATABLE = frozenset(AMENDABLE)
 COPY_CHUNK_ROWS = 100_000
+KEYS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class IngestResult:
     written: int  # rows inserted (or, for updatable tables, inserted or updated)
     rejected: int
     errors: tuple[RowError, ...]
+    amended: int = 0  # of the written rows, those that replaced an older report (kept in ``amendments``)
 
     @property
     def unchanged(self) -> int:
@@ -53,13 +60,22 @@ class IngestResult:
         return self.received - self.rejected - self.written
 
     def summary(self) -> str:
+        amended = f" ({self.amended} amending an earlier report)" if self.amended else ""
         return (
-            f"{self.table} from {self.source}: {self.received} received, {self.written} written, "
+            f"{self.table} from {self.source}: {self.received} received, {self.written} written{amended}, "
             f"{self.unchanged} already present, {self.rejected} rejected"
         )
 
 
-def ingest(engine: Engine, table_name: str, frame: pd.DataFrame, source: str) -> IngestResult:
+def ingest(
+    engine: Engine,
+    table_name: str,
+    frame: pd.DataFrame,
+    source: str,
+    *,
+    errors: Iterable[RowError] = (),
+    numbered: bool = False,
+) -> IngestResult:
     """Validate ``frame`` and write its valid rows to ``table_name`` in one transaction.
 
     Args:
@@ -67,21 +83,171 @@ def ingest(engine: Engine, table_name: str, frame: pd.DataFrame, source: str) ->
         table_name: one of ``pipeline.store.schema.TABLES``.
         frame: one row per record, columns named as the table's (extra columns are ignored).
         source: where the batch came from (a file name, a service id); rejects are recorded under it.
+        errors: rows of the batch already rejected before they became rows (a line of a file that did
+            not parse); they are counted as received and recorded with the others.
+        numbered: name rows by ``frame``'s index (a parsed file's record numbers), not by position.
 
     Returns:
         The counts and every rejected field, each naming its row and reason.
     """
-    checked = validate_frame(table_name, frame)
-    table = TABLES[table_name]
+    batch = ingest_batch(engine, {table_name: frame}, source, errors={table_name: tuple(errors)}, numbered=numbered)
+    return batch[table_name]
+
+
+def ingest_batch(
+    engine: Engine,
+    frames: Mapping[str, pd.DataFrame],
+    source: str,
+    *,
+    errors: Mapping[str, tuple[RowError, ...]] | None = None,
+    numbered: bool = False,
+) -> dict[str, IngestResult]:
+    """Validate the rows of several tables and write them in one transaction, each study whole or not at all.
+
+    A study (``study_id``) with a rejected row in any of the tables has its other rows of the batch
+    rejected too, naming the row that failed; tables are written in the order given.
+
+    Returns:
+        Per table, the counts and every rejected field.
+    """
+    prior = {name: tuple((errors or {}).get(name, ())) for name in frames}
+    checked = _whole_studies(
+        {name: validate_frame(name, frame, numbered=numbered) for name, frame in frames.items()}, prior
+    )
+    results: dict[str, IngestResult] = {}
     with engine.begin() as conn:
-        if is_postgres(engine):
-            written = _write_postgres(conn, table, checked.valid)
+        for name, batch in checked.items():
+            table = TABLES[name]
+            rows, amended = batch.valid, 0
+            stale: tuple[RowError, ...] = ()
+            if name in UPDATABLE:
+                rows, amended, stale = _amend(conn, table, batch, source)
+            written = _write_postgres(conn, table, rows) if is_postgres(engine) else _write_sqlite(conn, table, rows)
+            every_error = tuple(sorted((*prior[name], *batch.errors, *stale), key=lambda e: (e.row_number, e.field)))
+            _record_rejects(conn, every_error, name, source)
+            rejected = len({e.row_number for e in every_error})
+            received = len(frames[name]) + len({e.row_number for e in prior[name]})
+            results[name] = IngestResult(name, source, received, written, rejected, every_error, amended)
+    for result in results.values():
+        log.log(logging.WARNING if result.rejected else logging.INFO, result.summary())
+    return results
+
+
+def _whole_studies(checked: dict[str, Validated], prior: Mapping[str, tuple[RowError, ...]]) -> dict[str, Validated]:
+    """Reject, in every table of the batch, the rows of a study that has a rejected row in another table."""
+    if len(checked) < 2:
+        return checked
+    failed: dict[str, str] = {}
+    for name, batch in checked.items():
+        for error in (*prior[name], *batch.errors):
+            if error.study_id is not None:
+                failed.setdefault(error.study_id, f"{name} row {error.row_number}, field {error.field!r}")
+    if not failed:
+        return checked
+    out = {}
+    for name, batch in checked.items():
+        if "study_id" not in batch.valid or batch.valid.empty:
+            out[name] = batch
+            continue
+        ids = batch.valid["study_id"].astype(str)
+        dropped = ids.isin(list(failed))
+        cascade = tuple(
+            RowError(int(row), "study_id", f"not written: another row of this study was rejected ({failed[sid]})", sid)
+            for row, sid in ids[dropped].items()
+        )
+        out[name] = replace(batch, valid=batch.valid[~dropped], errors=(*batch.errors, *cascade))
+    return out
+
+
+def _canonical(row: Mapping[str, object]) -> str:
+    """Return a row as JSON that compares equal across backends (UTC timestamps, nulls for NaN)."""
+
+    def plain(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value) or value is pd.NA or value is pd.NaT:
+            return None
+        if isinstance(value, datetime | pd.Timestamp):
+            return _utc(value).isoformat()
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return json.dumps({k: plain(v) for k, v in row.items()}, sort_keys=True, default=str)
+
+
+def _amend(
+    conn: Connection, table: sa.Table, batch: Validated, source: str
+) -> tuple[pd.DataFrame, int, tuple[RowError, ...]]:
+    """Return the rows of an amendable table to write, how many amend a stored row, and the stale ones' rejects.
+
+    A row newer than (or as new as) the stored one with other values replaces it, and the stored row is
+    kept in ``amendments``; an older one is rejected; rows a newer report of the same batch replaced are
+    kept in ``amendments`` too.
+    """
+    keys, newer = primary_key(table), AMENDABLE[table.name]
+    if len(keys) != 1:
+        raise ValueError(f"amendable table {table.name} needs a one-column key")
+    key = keys[0]
+    rows = batch.valid
+    stored: dict[object, dict[str, object]] = {}
+    wanted = rows[key].tolist()
+    for start in range(0, len(wanted), KEYS_PER_QUERY):
+        chunk = wanted[start : start + KEYS_PER_QUERY]
+        for record in conn.execute(sa.select(table).where(table.c[key].in_(chunk))).mappings():
+            stored[record[key]] = dict(record)
+    records = rows.astype(object).where(rows.notna(), None).to_dict("index")
+    keep, audit, stale = [], [], []
+    for row_number, record in records.items():
+        before = stored.get(record[key])
+        if before is None:
+            keep.append(row_number)
+        elif _canonical(before) == _canonical(record):
+            continue  # a re-delivery
+        elif _utc(record[newer]) < _utc(before[newer]):
+            stale.append(
+                RowError(
+                    int(row_number),
+                    newer,
+                    f"older than the report already stored ({newer} {_utc(before[newer]).isoformat()})",
+                    str(record[key]),
+                )
+            )
         else:
-            written = _write_sqlite(conn, table, checked.valid)
-        _record_rejects(conn, checked.errors, table_name, source)
-    result = IngestResult(table_name, source, len(frame), written, checked.rejected_rows, checked.errors)
-    log.log(logging.WARNING if result.rejected else logging.INFO, result.summary())
-    return result
+            keep.append(row_number)
+            audit.append((str(record[key]), before))
+    amended = len(audit)
+    if batch.superseded is not None:
+        for record in batch.superseded.astype(object).where(batch.superseded.notna(), None).to_dict("records"):
+            audit.append((str(record[key]), record))
+    _record_amendments(conn, table.name, source, audit)
+    return rows.loc[keep], amended, tuple(stale)
+
+
+def _utc(value: object) -> pd.Timestamp:
+    """A timestamp in UTC; a naive one (SQLite gives timestamps back without their zone) is read as UTC."""
+    moment = pd.Timestamp(value)
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def _record_amendments(
+    conn: Connection, table_name: str, source: str, replaced: Sequence[tuple[str, Mapping[str, object]]]
+) -> None:
+    if not replaced:
+        return
+    now = datetime.now(UTC)
+    rows = []
+    for study_id, row in replaced:
+        text = _canonical(row)
+        rows.append(
+            {
+                "table_name": table_name,
+                "study_id": study_id,
+                "source": source,
+                "replaced": text,
+                "replaced_digest": hashlib.sha256(text.encode()).hexdigest(),
+                "amended_at": now,
+            }
+        )
+    conn.execute(insert_for(conn)(amendments).on_conflict_do_nothing(), rows)
 
 
 def _record_rejects(conn: Connection, errors: tuple[RowError, ...], table_name: str, source: str) -> None:
