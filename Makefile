@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .PHONY: help venv venv-labelstudio venv-evidently install browser test test-fast lint format typecheck demo \
-	bench-store bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train bench-validate clean
+	bench-store bench-hostile bench-simulate bench-bootstrap bench-monitor bench-drift bench-selection bench-train bench-validate clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ demo: install  ## The closed loop: 30 days of a new hospital through the Airflow
 
 bench-store: venv  ## Bulk load / read back 1,000,000 inference-log rows on PostgreSQL beside plain COPY
 	$(BIN)/python bench/bench_store.py --rows 1000000 --repeats 3 --out bench/results/store.json
+
+bench-hostile: venv  ## Hostile input counted: pydicom's test files whole and damaged, landing batches with bad rows, half-written studies
+	$(BIN)/python bench/bench_hostile.py --out bench/results/hostile.json
 
 bench-monitor: venv  ## The whole monitor run on a 1,000,000-study window beside a plain read of the same rows
 	$(BIN)/python bench/bench_monitor.py --rows 1000000 --repeats 3 --out bench/results/monitor.json

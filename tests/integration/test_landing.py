@@ -216,7 +216,9 @@ _DAMAGES = st.sampled_from(
         ("study_id", "IM0001.dcm"),
         ("site", "x" * 80),
         ("model_version", "v\x00"),
+        ("site", "caf\udce9"),  # what bytes that were not UTF-8 decode to
         ("received_at", "2026-13-45"),
+        ("received_at", 1767225600),
         ("threshold", 10**40),
         ("entropy", float("inf")),
         ("embedding", "not base64!"),

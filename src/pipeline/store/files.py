@@ -102,7 +102,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _frame(records: list[dict[str, object]], numbers: list[int]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(records, index=pd.Index(numbers, dtype="int64")) if records else pd.DataFrame()
+    # object columns: pandas' own inference would make Arrow strings, which raise on text that was not UTF-8
+    if not records:
+        return pd.DataFrame()
+    return pd.DataFrame(records, index=pd.Index(numbers, dtype="int64"), dtype=object)
 
 
 def _reject(number: int, reason: str) -> RowError:
