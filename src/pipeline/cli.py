@@ -1,21 +1,40 @@
 """The ``pipeline`` console script: one subcommand per stage, calling the same entry functions as the DAG tasks.
 
 Each command parses its options, calls one function of ``pipeline.entry`` with this process's resources, and
-formats the summary it returns; what can go wrong there is one line (``click.ClickException``), never a traceback.
+formats the summary it returns. What can go wrong is one line on stderr, never a traceback (``--debug`` shows it):
+
+- exit 1: rejected or quarantined input, a failed check (a FAILED verdict), or a refusal a command explains
+  (``click.ClickException``: ``Error: ...``);
+- exit 2: a bad invocation: click's usage errors, and the expected failures :class:`PipelineCLI` turns into
+  ``error: ...``: a bad ``PIPELINE_*`` value, an unreachable service (named with its URL, password masked), an
+  error MLflow or the store answered with, a missing file, a bad scenario file;
+- exit 1 for anything unexpected too (a bug, most likely): ``error: unexpected <Type>: <message> (run with --debug
+  for the traceback)``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.config import get_settings
+from pipeline.config import LOG_LEVELS, get_settings, mask_url, redact
 from pipeline.logs import configure_logging
 from pipeline.resources import production
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from pipeline.resources import Resources
+
+#: Exit code of an expected failure (``error: <line>``), as click's usage errors.
+EXPECTED_FAILURE = 2
+#: Exit code of an unexpected one (a bug, most likely), as Python's own for an uncaught exception.
+UNEXPECTED_FAILURE = 1
 
 
 def write_json(path: Path | None, payload: Any) -> None:
@@ -33,22 +52,164 @@ JSON_OPTION = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default=None, help="Log level of the pipeline's own messages (default INFO).")
-def main(log_level: str | None) -> None:
+def _loaded(module: str, name: str) -> type[BaseException] | None:
+    """The exception class ``module.name`` when that module is already imported (nothing raised it otherwise)."""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def _instance(exc: BaseException, *classes: type[BaseException] | None) -> bool:
+    return isinstance(exc, tuple(c for c in classes if c is not None))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _connection_failure(exc: BaseException) -> BaseException | None:
+    """The connection error ``exc`` comes from (requests', urllib3's or the operating system's), if any."""
+    kinds = (
+        _loaded("requests.exceptions", "ConnectionError"),
+        _loaded("requests.exceptions", "Timeout"),
+        _loaded("urllib3.exceptions", "MaxRetryError"),
+        _loaded("urllib3.exceptions", "NewConnectionError"),
+        ConnectionError,
+        TimeoutError,
+    )
+    for link in _chain(exc):
+        if _instance(link, *kinds) or "Failed to establish a new connection" in str(link):
+            return link
+    return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def expected_failure(exc: Exception) -> str | None:
+    """The one line an expected failure is told in (no ``error:`` prefix yet), or None for an unexpected one.
+
+    Expected: bad settings, a bad scenario file, a service that does not answer (MLflow, Label Studio, the store),
+    an error MLflow or the store answered with, a missing or unwritable file.
+    """
+    from pipeline.config import SettingsError
+    from pipeline.resources import ServiceUnreachable, check_store, connection_reason
+
+    if _instance(
+        exc,
+        SettingsError,
+        ServiceUnreachable,
+        _loaded("pipeline.simulate.scenario", "ScenarioError"),
+        _loaded("pipeline.labeling.client", "LabelStudioUnavailable"),
+    ):
+        return str(exc)
+    if _instance(exc, _loaded("sqlalchemy.exc", "OperationalError"), _loaded("sqlalchemy.exc", "InterfaceError")):
+        from pipeline.store import make_engine
+
+        engine = make_engine(get_settings().db_url)
+        try:
+            check_store(engine)  # the connection failing is "cannot be reached"; else the store answered this
+        except ServiceUnreachable as down:
+            return str(down)
+        finally:
+            engine.dispose()
+        orig = getattr(exc, "orig", None)
+        return f"the store at {engine.url.render_as_string(hide_password=True)}: {_first_line(str(orig or exc))}"
+    if _instance(exc, _loaded("mlflow.exceptions", "MlflowException")) or _instance(
+        exc, _loaded("requests.exceptions", "RequestException")
+    ):
+        uri = mask_url(get_settings().mlflow_tracking_uri)
+        if (cause := _connection_failure(exc)) is not None:
+            return f"MLflow at {uri} cannot be reached ({connection_reason(cause)})"
+        return f"MLflow at {uri}: {_first_line(getattr(exc, 'message', None) or str(exc))}"
+    if isinstance(exc, OSError) and (exc.filename is not None or isinstance(exc, FileNotFoundError)):
+        if exc.filename is None:
+            return str(exc)  # a missing file the raiser described itself
+        also = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"{exc.filename}{also}: {exc.strerror or exc}"
+    if (cause := _connection_failure(exc)) is not None:
+        return f"cannot connect ({connection_reason(cause)})"
+    return None
+
+
+class PipelineCLI(click.Group):
+    """The top-level group: what a command raises ends in one line on stderr.
+
+    Click's own errors (usage: exit 2; ``ClickException``: exit 1) stay as they are; an expected failure
+    (:func:`expected_failure`) prints ``error: <line>`` and exits 2; anything else prints ``error: unexpected
+    <Type>: <message> (run with --debug for the traceback)`` and exits 1. With ``--debug`` the exception
+    propagates, traceback and all. Every line passes :func:`pipeline.config.redact` (no secret, no password).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, EOFError):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            try:
+                line = expected_failure(exc)
+            except Exception:  # telling it failed too (no settings to name the store by): say it as unexpected
+                line = None
+            if line is None:
+                said = " ".join(redact(str(exc)).split())
+                click.echo(
+                    f"error: unexpected {type(exc).__name__}: {said} (run with --debug for the traceback)", err=True
+                )
+                ctx.exit(UNEXPECTED_FAILURE)
+            click.echo(f"error: {' '.join(redact(str(line)).split())}", err=True)
+            ctx.exit(EXPECTED_FAILURE)
+
+
+@click.group(cls=PipelineCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Level of the pipeline's own log messages (default: PIPELINE_LOG_LEVEL, INFO).",
+)
+@click.option("--debug", is_flag=True, help="Let a failure show its traceback instead of one line.")
+def main(log_level: str | None, debug: bool) -> None:
     """Keep a chest X-ray model safe in production: monitor, relabel, retrain, validate, promote.
 
-    Configuration comes from PIPELINE_* environment variables (see `pipeline config`).
+    Configuration comes from PIPELINE_* environment variables (see `pipeline config`); a bad value stops every
+    command before it starts, named.
+
+    Exit codes: 0 done; 1 rejected or quarantined input, a failed check or a refusal; 2 a bad invocation: a wrong
+    option or setting, an unreachable service, a missing file, a bad scenario (one line on stderr; --debug shows
+    the traceback).
     """
-    configure_logging(log_level or get_settings().log_level)
+    del debug  # PipelineCLI.invoke reads it from the context
+    settings = get_settings()  # bad settings stop here, before any command: one line from PipelineCLI
+    configure_logging(log_level or settings.log_level)
+
+
+def _resources(*, mlflow: bool = False) -> Resources:
+    """This process's resources; with ``mlflow``, the tracking server asked first whether it answers.
+
+    Asked first because MLflow's client retries a server that is down for minutes, and the registry's lookups then
+    read as "no such version".
+    """
+    res = production()
+    if mlflow:
+        res.registry.check()
+    return res
 
 
 @main.command("config")
 @JSON_OPTION
 def show_config(json_path: Path | None) -> None:
-    """Print the effective configuration (secrets masked)."""
+    """Print the effective configuration (secrets and URL passwords masked)."""
     settings = get_settings()
-    values = {k: (str(v) if v is not None else None) for k, v in settings.model_dump().items()}
+    values = {k: (mask_url(str(v)) if v is not None else None) for k, v in settings.model_dump().items()}
     for key, value in values.items():
         click.echo(f"PIPELINE_{key.upper()}={value if value is not None else ''}")
     write_json(json_path, values)
@@ -76,39 +237,64 @@ def db_current() -> None:
     click.echo(store.revision(production()) or "")
 
 
+def _report_ingest(summary: dict[str, Any], json_path: Path | None) -> None:
+    """Print one line per file (its counts, or why it was quarantined), rejects and ignored entries on stderr;
+    exit 1 when a row was rejected or a file quarantined by this run."""
+    for result in summary.get("files", []):
+        if result.get("quarantined"):
+            name = result.get("name") or result.get("source") or "a file"
+            reason = str(result.get("reason") or "unreadable").removeprefix(f"{name}: ")
+            click.echo(f"quarantined {name}: {reason}")
+        else:
+            click.echo(result.get("summary", ""))
+        for error in result.get("errors", []):
+            click.echo(f"  rejected {error}", err=True)
+    for entry in summary.get("unknown", []):
+        click.echo(f"ignored {entry}", err=True)
+    if waiting := summary.get("quarantined_before", 0):
+        click.echo(f"still in quarantine from earlier runs: {waiting} file{'s' if waiting != 1 else ''}", err=True)
+    write_json(json_path, summary.get("files", []))
+    if summary.get("rejected", 0) or summary.get("quarantined", 0):
+        sys.exit(1)
+
+
 @main.command()
-@click.option("--table", "table_name", required=True, type=click.Choice(["studies", "inference_logs", "feedback"]))
+@click.option(
+    "--table", "table_name", required=True, type=click.Choice(["studies", "inference_logs", "shadow_logs", "feedback"])
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @JSON_OPTION
 def ingest(table_name: str, files: tuple[Path, ...], json_path: Path | None) -> None:
     """Load batch files (CSV, JSON lines, Parquet) into the store, idempotently.
 
-    Bad rows are rejected with the row and field named; the rest of each batch loads.
-    Exits 1 when any row was rejected.
+    Bad rows are rejected with the row and field named; the rest of each batch loads. One line per file.
+
+    Exit codes: 0 every row loaded (or was there already); 1 a row was rejected or a file quarantined; 2 it could
+    not run (one line on stderr).
     """
     from pipeline.entry import store
 
-    summary = store.ingest_files(production(), table_name, files)
-    for result in summary["files"]:
-        click.echo(result["summary"])
-        for error in result["errors"]:
-            click.echo(f"  rejected {error}", err=True)
-    write_json(json_path, summary["files"])
-    if summary["rejected"]:
-        sys.exit(1)
+    _report_ingest(store.ingest_files(production(), table_name, files), json_path)
 
 
 @main.command("ingest-landing")
-@click.option("--landing", type=click.Path(file_okay=False, path_type=Path), help="Default: <storage root>/landing.")
+@click.option(
+    "--landing",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Default: <storage root>/landing.",
+)
 @JSON_OPTION
 def ingest_landing(landing: Path | None, json_path: Path | None) -> None:
-    """Load every batch file waiting in the landing folder, then move it to processed/ (or quarantine/)."""
+    """Load every batch file waiting in the landing folder, then move it to processed/ (or quarantine/).
+
+    One line per file; what the folder holds that is not a batch file is listed as ignored on stderr.
+
+    Exit codes: 0 everything loaded; 1 a row was rejected or a file quarantined by this run; 2 it could not run
+    (one line on stderr).
+    """
     from pipeline.entry import store
 
-    summary = store.ingest_landing(production(), landing)
-    for result in summary["files"]:
-        click.echo(result["summary"])
-    write_json(json_path, summary["files"])
+    _report_ingest(store.ingest_landing(production(), landing), json_path)
 
 
 @main.command()
@@ -158,12 +344,16 @@ def simulate(
     (the registered model by alias) scores each study and logs it. Deterministic for a seed;
     simulating a day again changes nothing.
     """
+    from pipeline.simulate.scenario import ScenarioError, load_scenario
+
+    load_scenario(scenario_path)  # a bad file is named before any service is asked, and before the imports below
+    res = _resources(mlflow=model != "none")
     from pipeline.entry import simulation
     from pipeline.registry import ModelNotFound
 
     try:
         summary = simulation.simulate(
-            production(),
+            res,
             scenario_path,
             days=days,
             start=start_date.date() if start_date else None,
@@ -173,6 +363,8 @@ def simulate(
             model=None if model == "none" else model,
             progress=progress,
         )
+    except ScenarioError:
+        raise  # exit 2, as a bad file
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     except ModelNotFound as exc:
@@ -315,7 +507,9 @@ def select(day: Any, budget: int | None, json_path: Path | None) -> None:
 
     try:
         summary = labeling.select(production(), day.date(), budget, studies=True)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        raise click.ClickException(_problems(exc)) from exc
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{day:%Y-%m-%d}: picked {summary['picked']} ({summary['already_picked']} picked earlier for this day)")
     for strategy, count in sorted(summary["by_strategy"].items()):
@@ -355,13 +549,32 @@ def sync(json_path: Path | None) -> None:
 
 
 def _label_studio(call: Any) -> Any:
-    """Run a labeling entry with this process's resources; Label Studio down or no token is one line."""
-    from pipeline.labeling import LabelStudioUnavailable
-
+    """Run a labeling entry with this process's resources; no token is one line (Label Studio down is one line too,
+    exit 2, from :class:`PipelineCLI`)."""
     try:
         return call(production())
-    except (LabelStudioUnavailable, ValueError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """A pydantic ValidationError on one line: ``field.path: what is wrong`` for each problem."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+
+
+def _yaml_mapping(path: Path | None, fields: str) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path`` (empty without one); a file that is no YAML mapping is one line."""
+    import yaml
+
+    if path is None:
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, or a date that does not exist
+        raise click.ClickException(f"{path}: {' '.join(str(exc).split())}") from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise click.ClickException(f"{path}: a mapping of {fields} fields, got {type(raw).__name__}")
+    return raw or {}
 
 
 @main.command("train")
@@ -378,7 +591,6 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     """Fine-tune the champion (or train from scratch) on a fresh dataset snapshot, with a sample of the base dataset
     replayed beside it (replay_base), and register a candidate in MLflow with its lineage. A bar per epoch; an
     interrupted run resumes from its last checkpoint."""
-    import yaml
     from pydantic import ValidationError
 
     from pipeline.entry import training
@@ -388,13 +600,14 @@ def train_command(config_path: Path | None, progress: bool, json_path: Path | No
     from pipeline.training.distributed import DistributedTrainingFailed, TooFewDevices
 
     res = production()
+    raw = _yaml_mapping(config_path, "RetrainParams")
     try:
-        raw = yaml.safe_load(config_path.read_text()) if config_path else {}
-        training.retrain_params(res, raw or {}, "manual")
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise click.ClickException(f"{config_path}: {exc}") from exc
+        training.retrain_params(res, raw, "manual")
+    except ValidationError as exc:
+        raise click.ClickException(f"{config_path}: {_problems(exc)}") from exc
+    res.registry.check()
     try:
-        result = training.retrain(res, raw or {}, trigger="manual", progress=progress)
+        result = training.retrain(res, raw, trigger="manual", progress=progress)
     except (TrainingDataError, ModelNotFound, TooFewDevices, DistributedTrainingFailed, BaseDatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
     if result["version"] is None:
@@ -521,21 +734,21 @@ def validate_command(
     json_path: Path | None,
 ) -> None:
     """Validate a candidate against the champion on the fixed test sets; exit 1 when the verdict is FAILED."""
-    import yaml
     from pydantic import ValidationError as ConfigError
 
     from pipeline.entry import release
     from pipeline.validation import ValidationError
 
     res = production()
+    raw = _yaml_mapping(config_path, "ValidationConfig")
     try:
-        raw = yaml.safe_load(config_path.read_text()) if config_path else {}
-        release.gate_config(res, raw or {})
-    except (yaml.YAMLError, ConfigError) as exc:
-        raise click.ClickException(f"{config_path}: {exc}") from exc
+        release.gate_config(res, raw)
+    except ConfigError as exc:
+        raise click.ClickException(f"{config_path}: {_problems(exc)}") from exc
+    res.registry.check()
     try:
         summary = release.validate(
-            res, candidate, champion, raw or {}, record=record, html_path=html_path, progress=click.echo
+            res, candidate, champion, raw, record=record, html_path=html_path, progress=click.echo
         )
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -553,12 +766,13 @@ def validate_command(
 @JSON_OPTION
 def promote_command(version: str, approver: str, note: str, json_path: Path | None) -> None:
     """Make a version the champion: refused unless its validation passed against the champion serving now."""
+    res = _resources(mlflow=True)  # before the imports below, which take seconds
     from pipeline.entry import release
     from pipeline.validation import PromotionRefused
 
     answer = release.Answer(approve=True, by=approver, reason=note, source="the pipeline CLI")
     try:
-        outcome = release.decide(production(), version, answer)
+        outcome = release.decide(res, version, answer)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -575,12 +789,13 @@ def promote_command(version: str, approver: str, note: str, json_path: Path | No
 @click.option("--reason", required=True, help="Why (recorded).")
 def reject_command(version: str, approver: str, reason: str) -> None:
     """Record that a candidate was turned down, by whom and why; the champion stays."""
+    res = _resources(mlflow=True)
     from pipeline.entry import release
     from pipeline.validation import PromotionRefused
 
     answer = release.Answer(approve=False, by=approver, reason=reason, source="the pipeline CLI")
     try:
-        release.decide(production(), version, answer)
+        release.decide(res, version, answer)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"version {version} rejected by {approver}")
@@ -593,11 +808,12 @@ def reject_command(version: str, approver: str, reason: str) -> None:
 @JSON_OPTION
 def rollback_command(to: str, actor: str, reason: str, json_path: Path | None) -> None:
     """Move the champion alias back to a version that served before: the short-term answer to an incident."""
+    res = _resources(mlflow=True)
     from pipeline.entry import release
     from pipeline.validation import PromotionRefused
 
     try:
-        change = release.rollback(production(), to, actor, reason=reason)
+        change = release.rollback(res, to, actor, reason=reason)
     except PromotionRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"version {change['champion']} is the champion again (was {change['previous']})")
@@ -642,7 +858,7 @@ def bootstrap(
     from pipeline.entry import training
 
     result = training.bootstrap(
-        production(),
+        _resources(mlflow=True),
         scenario_path,
         new_site=new_site_scenario,
         train_days=train_days,

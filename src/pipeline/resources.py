@@ -9,19 +9,50 @@ reads settings or environment variables.
     with resources.store.begin() as conn: ...
     resources.registry.use()                  # MLflow's tracking URI for this process
     client = resources.label_studio.client()  # built on first use (a token is needed then, not before)
+
+Nothing connects when they are built; :meth:`Registry.check` and :func:`check_store` ask a service whether it
+answers, and raise :class:`ServiceUnreachable` naming it and where it was looked for (its password masked).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from pipeline.config import Settings, get_settings
+from pipeline.config import Settings, get_settings, mask_url
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
     from sqlalchemy.engine import Engine
+
+
+class ServiceUnreachable(RuntimeError):
+    """A service the pipeline needs did not answer; the message names it, where it was asked (no password) and why.
+
+    Attributes:
+        service: ``MLflow``, ``the store``, ...
+        where: the URL asked, its password masked.
+        reason: what the connection attempt said, on one line.
+    """
+
+    def __init__(self, service: str, where: str, reason: str) -> None:
+        self.service, self.where, self.reason = service, mask_url(where), mask_url(reason)
+        super().__init__(f"{self.service} at {self.where} cannot be reached ({self.reason})")
+
+
+def connection_reason(exc: BaseException | str) -> str:
+    """What a failed connection said, short and on one line: the operating system's words (``Connection
+    refused``, ``Name or service not known``) where the message holds them, else its first line."""
+    text = str(exc)
+    if match := re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text):
+        return match[1].strip()
+    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return "timed out"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -36,6 +67,33 @@ class Registry:
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
+
+    def check(self, timeout_s: float = 5.0) -> None:
+        """Ask the tracking server whether it answers (once, without MLflow's retries, which take minutes).
+
+        Any HTTP answer counts, even an error status: only a connection that fails is unreachable. A file or
+        database URI has no server to ask.
+
+        Raises:
+            ServiceUnreachable: the server did not answer within ``timeout_s``.
+        """
+        parts = urlsplit(self.tracking_uri)
+        if parts.scheme.lower() not in ("http", "https"):
+            return
+        import urllib.error
+        import urllib.request
+
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{parts.port}" if parts.port else str(host)  # without user:password, which urllib refuses
+        health = parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="", fragment="")
+        try:
+            with urllib.request.urlopen(health.geturl(), timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnreachable("MLflow", self.tracking_uri, connection_reason(reason)) from exc
 
 
 @dataclass(frozen=True)
@@ -136,6 +194,23 @@ class Resources:
     def pseudonym_key(self) -> str:
         """The key of the keyed hash that turns StudyInstanceUIDs into pseudonymous ids."""
         return self.settings.pseudonym_key.get_secret_value()
+
+
+def check_store(engine: Engine) -> None:
+    """Open (and close) one connection to the store.
+
+    Raises:
+        ServiceUnreachable: no connection opens (server down, no such database, refused credentials, a SQLite file
+            that cannot be opened); the store is named by its URL without the password.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        reason = " ".join(str(exc.orig).split("\n")[0].split()) if exc.orig is not None else connection_reason(exc)
+        raise ServiceUnreachable("the store", engine.url.render_as_string(hide_password=True), reason) from exc
 
 
 def production() -> Resources:

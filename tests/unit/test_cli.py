@@ -45,12 +45,15 @@ def test_config_masks_secrets(env):
     assert json.loads((env / "c.json").read_text())["label_studio_token"] == "**********"
 
 
+HEADER = "study_id,model_version,site,received_at,finished_at,status,latency_s,prob_abnormal,decision\n"
+S1, S2 = "1" * 32, "2" * 32  # pseudonymous ids
+
+
 def test_ingest_reports_rejects_and_exits_1(env):
     batch = env / "b.csv"
     batch.write_text(
-        "study_id,model_version,site,received_at,finished_at,status,latency_s,prob_abnormal,decision\n"
-        "s1,1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,0.3,abnormal\n"
-        "s2,1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,1.3,abnormal\n"
+        HEADER + f"{S1},1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,0.3,abnormal\n"
+        f"{S2},1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,1.3,abnormal\n"
     )
     runner = CliRunner()
     assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
@@ -58,7 +61,28 @@ def test_ingest_reports_rejects_and_exits_1(env):
     assert result.exit_code == 1
     report = json.loads((env / "r.json").read_text())[0]
     assert (report["written"], report["rejected"]) == (1, 1)
-    assert report["errors"] == ["row 1 (study_id=s2): field 'prob_abnormal': 1.3 is outside [0.0, 1.0]"]
+    assert report["errors"] == [f"row 1 (study_id={S2}): field 'prob_abnormal': 1.3 is outside [0.0, 1.0]"]
+    assert result.stdout.splitlines() == [report["summary"]]
+    assert f"  rejected {report['errors'][0]}" in result.stderr.splitlines()
+
+
+def test_ingest_landing_says_one_line_per_file_and_exits_1_only_for_what_this_run_quarantined(env):
+    inbox = env / "landing" / "inference_logs"
+    inbox.mkdir(parents=True)
+    (inbox / "good.csv").write_text(HEADER + f"{S1},1,a,2026-01-01T00:00:00Z,2026-01-01T00:00:01Z,ok,1.0,0.3,normal\n")
+    (inbox / "broken.parquet").write_bytes(b"not parquet")
+    (inbox / "notes.txt").write_text("not a batch\n")
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    first = runner.invoke(main, ["ingest-landing", "--landing", str(env / "landing")])
+    assert first.exit_code == 1, first.output
+    lines = first.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("inference_logs from good.csv: 1 received, 1 written")
+    assert lines[1].startswith("quarantined broken.parquet: ") and "broken.parquet: broken" not in lines[1]
+    assert any(line.startswith("ignored inference_logs/notes.txt: ") for line in first.stderr.splitlines())
+    again = runner.invoke(main, ["ingest-landing", "--landing", str(env / "landing")])
+    assert again.exit_code == 0, again.output
+    assert again.stdout == "" and "still in quarantine from earlier runs: 1 file" in again.stderr
 
 
 def test_simulate_names_a_bad_scenario_field(env):
@@ -76,6 +100,8 @@ def test_simulate_names_a_bad_scenario_field(env):
         ("epochs: 0\n", "epochs"),
         ("net: {name: resnet}\n", "net.name"),
         ("epochs: [3\n", "while parsing"),
+        ("- epochs\n", "a mapping of RetrainParams fields, got list"),
+        ("seed: 2026-02-30\n", "day is out of range for month"),
     ],
 )
 def test_train_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp_path, text, message):
@@ -84,11 +110,16 @@ def test_train_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp
     result = CliRunner().invoke(main, ["train", "--config", str(config)])
     assert result.exit_code == 1
     assert message in result.output and str(config) in result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("auroc_margn: 0.02\n", "auroc_margn"), ("sensitivity_target: 1.5\n", "sensitivity_target")],
+    [
+        ("auroc_margn: 0.02\n", "auroc_margn"),
+        ("sensitivity_target: 1.5\n", "sensitivity_target"),
+        ("0.02\n", "a mapping of ValidationConfig fields, got float"),
+    ],
 )
 def test_validate_names_what_is_wrong_in_its_config_before_anything_starts(env, tmp_path, text, message):
     config = tmp_path / "gate.yaml"
@@ -96,6 +127,7 @@ def test_validate_names_what_is_wrong_in_its_config_before_anything_starts(env, 
     result = CliRunner().invoke(main, ["validate", "--candidate", "2", "--config", str(config)])
     assert result.exit_code == 1
     assert message in result.output and str(config) in result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_promote_needs_an_approver(env):

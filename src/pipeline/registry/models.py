@@ -159,14 +159,24 @@ def log_version_files(model_name: str, version: str, files: Sequence[Path], arti
 
 
 def version_for(model_name: str, alias_or_version: str) -> str | None:
-    """Return the version an alias (or version number) names, or None when nothing answers."""
+    """Return the version an alias (or version number) names, or None when the registry has no such thing.
+
+    Raises:
+        MlflowException: the registry failed otherwise (unreachable, a server error): not a missing version.
+    """
     client = MlflowClient()
     try:
         if alias_or_version.isdigit():
             return str(client.get_model_version(model_name, alias_or_version).version)
         return str(client.get_model_version_by_alias(model_name, alias_or_version).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in _NOTHING_THERE:
+            return None
+        raise
+
+
+# What MLflow answers for a model, version or alias that does not exist (an alias: INVALID_PARAMETER_VALUE)
+_NOTHING_THERE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 def load_model(model_name: str, alias_or_version: str = CHAMPION) -> LoadedModel:

@@ -322,22 +322,49 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file and the field."""
 
 
+class _ScenarioLoader(yaml.SafeLoader):
+    """YAML's safe loader without implicit timestamps: a date stays text until the schema parses it, so a day that
+    does not exist (``2026-02-30``) is named by its field instead of failing inside the YAML parser."""
+
+
+_ScenarioLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _events(path: Path, raw: dict) -> list:
+    events = raw.get("events", [])
+    if not isinstance(events, list):
+        got = "nothing" if events is None else type(events).__name__
+        raise ScenarioError(f"{path}: events: a list of events, got {got}")
+    return events
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """Return the mapping in ``path``, merged over the file its ``extends`` key names (events appended)."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ScenarioLoader)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: a scenario is a mapping, got {type(raw).__name__}")
+    _events(path, raw)
     parent_name = raw.pop("extends", None)
     if parent_name is None:
         return raw
-    parent_path = (path.parent / str(parent_name)).resolve()
+    if not isinstance(parent_name, str):
+        raise ScenarioError(f"{path}: extends: the path of another scenario file, got {type(parent_name).__name__}")
+    parent_path = (path.parent / parent_name).resolve()
     if parent_path in seen:
         raise ScenarioError(f"{path}: extends {parent_name!r} in a cycle")
+    if not parent_path.is_file():
+        raise ScenarioError(f"{path}: extends: no scenario file {parent_name!r} (looked for {parent_path})")
     parent = _read_yaml(parent_path, (*seen, parent_path))
-    events = [*parent.get("events", []), *raw.pop("events", [])]
+    events = [*_events(parent_path, parent), *_events(path, raw)]
+    raw.pop("events", None)
     return {**parent, **raw, "events": events}
 
 
@@ -348,7 +375,8 @@ def load_scenario(path: str | Path) -> Scenario:
     replace the other's, and its events are added to the other's.
 
     Raises:
-        ScenarioError: the file is missing, is not YAML, or does not fit the schema.
+        ScenarioError: the file is missing, is not YAML, or does not fit the schema; the message names the file
+            and the field, on one line.
     """
     path = Path(path)
     raw = _read_yaml(path)
