@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import re
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -100,9 +101,9 @@ def run_dicom(seed: int, work: Path) -> dict[str, object]:
 
 
 def _reason_words(message: str) -> str:
-    """The reason of a reader's message without the file name and the values (to count kinds of reasons)."""
-    text = message.split(": ", 1)[-1]
-    return " ".join(w for w in text.split() if not any(c.isdigit() for c in w))[:80]
+    """The kind of a reader's reason: its words before any detail in parentheses, without quoted values."""
+    text = message.split(": ", 1)[-1].split(" (", 1)[0]
+    return " ".join(re.sub(r"'[^']*'", "", text).split())
 
 
 # --- landing ---------------------------------------------------------------------------------------------------

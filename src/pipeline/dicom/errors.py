@@ -1,6 +1,8 @@
 """Exceptions of the DICOM layer; each names the store's ``error_type`` it maps to.
 
-Messages name the file by its base name and the offending field, never a patient identifier.
+Messages are one line: the file's base name, then the problem in a PACS administrator's words and
+the offending field (``IM0001.dcm: not a chest radiograph: body part 'HAND' (BodyPartExamined)``),
+never a patient identifier.
 """
 
 from __future__ import annotations
@@ -27,20 +29,22 @@ class DicomError(Exception):
 
 
 class UnreadableDicom(DicomError):
-    """The file is not DICOM, is truncated or corrupt, or lacks a tag every study must have."""
+    """The file is empty, not DICOM, truncated (also a header only), corrupt, without pixel data, or lacks a tag
+    every study must have (StudyInstanceUID)."""
 
     error_type: ClassVar[str] = "dicom_read_error"
 
 
 class UnsupportedPixelData(UnreadableDicom):
-    """The pixel data cannot be decoded here: a compressed transfer syntax without a decoder,
-    float pixel data, or a bit depth the pipeline does not take."""
+    """The pixel data cannot be decoded here: a transfer syntax without a decoder, a codestream the decoders
+    refuse (or crash on), float pixel data, or a bit depth or image size the pipeline does not take."""
 
     error_type: ClassVar[str] = "unsupported_pixel_data"
 
 
 class NotChestRadiograph(DicomError):
-    """A readable DICOM that is not a single-frame grayscale projection radiograph (CR, DX, DR)."""
+    """A readable DICOM that is not a single-frame grayscale chest projection radiograph: a modality other than
+    CR, DX, DR (or none), a BodyPartExamined other than the chest, several frames, or a colour image."""
 
     error_type: ClassVar[str] = "not_chest_radiograph"
 

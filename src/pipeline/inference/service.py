@@ -9,7 +9,9 @@ A failure in one study becomes that study's error row; the batch goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dicom import DicomError, load_study
+from pipeline.dicom import DicomError, load_study, pseudonymize_uid
 from pipeline.model import enable_mc_dropout, preprocess
 from pipeline.registry import LoadedModel
 from pipeline.store import Decision, ErrorType, Status, encode_embedding
@@ -113,7 +115,7 @@ class InferenceService:
             try:
                 loaded = load_study(request.path, self.key)
             except DicomError as exc:
-                study_id = _id_for_unreadable(request.path, self.key)
+                study_id = _id_for_unreadable(request.path, request.site, self.key)
                 status = Status.REJECTED if exc.error_type == ErrorType.NOT_CHEST_RADIOGRAPH else Status.ERROR
                 logs.append(self._failure(request, study_id, status, ErrorType(exc.error_type), str(exc), started))
                 continue
@@ -238,8 +240,19 @@ class InferenceService:
         ]
 
 
-def _id_for_unreadable(path: Path, key: str) -> str:
-    """Return a pseudonymous id for a file whose StudyInstanceUID could not be read (keyed hash of its name)."""
-    from pipeline.dicom import pseudonymize_uid
+def _id_for_unreadable(path: Path, site: str, key: str) -> str:
+    """Return the pseudonymous id of a file that is not a readable chest radiograph: a keyed hash of its source and bytes.
 
-    return pseudonymize_uid(f"unreadable:{path.name}", key)
+    The source is the site and the file's absolute path, the content the SHA-256 of its bytes (read in
+    chunks), so ``a/IM0001.dcm`` and ``b/IM0001.dcm`` get two ids, a file changed in place a new one, and
+    the same bytes at the same place the same id on every re-run. Both go in as hex digests, so no
+    character of a path is lost to the ASCII of :func:`pseudonymize_uid`; a file that cannot be opened
+    is keyed by its source alone.
+    """
+    source = hashlib.sha256(site.encode("utf-8") + b"\x00" + os.fsencode(os.path.abspath(path))).hexdigest()
+    try:
+        with path.open("rb") as handle:
+            content = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        content = "no-content"
+    return pseudonymize_uid(f"unreadable:{source}:{content}", key)

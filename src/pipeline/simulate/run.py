@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
-from pipeline.dicom import DicomError, read_study
+from pipeline.dicom import DicomError, NotChestRadiograph, read_study
 from pipeline.inference import InferenceRequest, InferenceService
 from pipeline.simulate.generate import RenderedStudy, feedback_row, ground_truth_row, render_study
 from pipeline.simulate.plan import plan_day
@@ -38,6 +38,7 @@ class SimulationSummary:
     abnormal: int = 0
     feedback: int = 0
     unreadable: int = 0
+    rejected: int = 0  # read, but not a chest radiograph (a site that sends a wrong BodyPartExamined)
     inference_logs: int = 0
     shadow_logs: int = 0
     failed: int = 0
@@ -62,6 +63,9 @@ def _register_tags(rendered: Sequence[RenderedStudy], key: str, summary: Simulat
     for r in rendered:
         try:
             rows.append(studies_row(r, key))
+        except NotChestRadiograph as exc:  # a tag error the scenario asked for: the service would reject it too
+            summary.rejected += 1
+            log.info("simulated study rejected: %s", exc)
         except DicomError as exc:  # cannot happen for our own files unless storage is broken
             summary.unreadable += 1
             log.error("simulated study unreadable: %s", exc)

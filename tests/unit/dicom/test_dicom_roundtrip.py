@@ -170,7 +170,7 @@ def test_patient_age_variants(
     [
         (AcquisitionMeta(view_position="LATERAL"), "view_position", "LATERAL"),
         (AcquisitionMeta(view_position=None), "view_position", None),
-        (AcquisitionMeta(body_part="ABDOMEN"), "body_part", "ABDOMEN"),
+        (AcquisitionMeta(body_part="CHEST PA"), "body_part", "CHEST PA"),  # ABDOMEN is refused: test_dicom_inputs
         (AcquisitionMeta(body_part=None), "body_part", None),
         (AcquisitionMeta(kvp=None), "kvp", None),
         (AcquisitionMeta(exposure_mas=None), "exposure_mas", None),

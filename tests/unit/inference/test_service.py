@@ -79,7 +79,51 @@ def test_every_pydicom_test_file_gets_a_logged_status_and_reason(service):
     failed = logs[logs.status != "ok"]
     assert failed["error_type"].notna().all() and failed["error_detail"].str.len().gt(0).all()
     assert {"not_chest_radiograph", "dicom_read_error"} <= set(failed["error_type"])
-    assert validate_frame("inference_logs", logs).errors == ()
+    assert failed["error_detail"].map(lambda d: "\n" not in d and "force=True" not in d).all()
+    # Every refused file has an id of its own (its place and bytes). The only key that repeats is a study's: pydicom
+    # ships RG1, one CR chest, in four encodings under one StudyInstanceUID, and the store keeps the first.
+    names = pd.Series([f.name for f in files], index=logs.index)
+    repeated = logs["study_id"].duplicated(keep=False)
+    assert set(names[repeated]) == {"RG1_UNCR.dcm", "RG1_UNCI.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm"}
+    assert {e.reason.split(" with ")[0].split(" of ")[0] for e in validate_frame("inference_logs", logs).errors} <= {
+        "repeats the key"
+    }
+
+
+def test_unreadable_files_are_told_apart_by_place_and_bytes(tmp_path, service):
+    junk = b"\x00" * 128 + b"DICM" + b"cut short"
+    a, b = tmp_path / "site-a" / "IM0001.dcm", tmp_path / "site-b" / "IM0001.dcm"
+    for path in (a, b):
+        path.parent.mkdir()
+        path.write_bytes(junk)
+    requests = [InferenceRequest(a, "st-anna", RECEIVED), InferenceRequest(b, "lakeside", RECEIVED)]
+    first = [row["study_id"] for row in service.process(requests).logs]
+    assert len(set(first)) == 2  # same name, same bytes, two folders and sites: two rows
+    assert [row["study_id"] for row in service.process(requests).logs] == first  # a re-run upserts the same rows
+    moved = service.process([InferenceRequest(b, "st-anna", RECEIVED)]).logs[0]["study_id"]
+    assert moved not in first  # the site is part of the source
+    b.write_bytes(junk + b"!")
+    changed = service.process([requests[1]]).logs[0]
+    assert changed["study_id"] != first[1] and changed["error_type"] == "dicom_read_error"
+    assert changed["error_detail"].startswith("IM0001.dcm: ") and str(tmp_path) not in changed["error_detail"]
+    gone = service.process([InferenceRequest(tmp_path / "gone.dcm", "st-anna", RECEIVED)]).logs[0]
+    assert gone["error_detail"] == "gone.dcm: cannot read the file (No such file or directory)"
+
+
+def test_a_hand_radiograph_is_rejected_not_scored(tmp_path, service):
+    import pydicom
+
+    [request] = requests_for_day(tmp_path, 1)
+    ds = pydicom.dcmread(request.path)
+    ds.BodyPartExamined = "HAND"
+    hand = tmp_path / "hand.dcm"
+    ds.save_as(hand)
+    out = service.process([InferenceRequest(hand, request.site, RECEIVED)])
+    assert out.studies == []
+    row = out.logs[0]
+    assert (row["status"], row["error_type"]) == ("rejected", "not_chest_radiograph")
+    assert row["error_detail"] == "hand.dcm: not a chest radiograph: body part 'HAND' (BodyPartExamined)"
+    assert "prob_abnormal" not in row
 
 
 def test_collimation_detector():
