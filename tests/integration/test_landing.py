@@ -236,7 +236,13 @@ def batches(draw):
         column, value = draw(_DAMAGES)
         frame.at[i, column] = value
     garbage = draw(st.lists(st.integers(0, n), max_size=3))  # positions of lines of noise among the rows
-    noise = draw(st.lists(st.text(string.ascii_letters + string.digits + string.punctuation, min_size=1, max_size=30), min_size=len(garbage), max_size=len(garbage)))
+    noise = draw(
+        st.lists(
+            st.text(string.ascii_letters + string.digits + string.punctuation, min_size=1, max_size=30),
+            min_size=len(garbage),
+            max_size=len(garbage),
+        )
+    )
     fmt = draw(st.sampled_from(["jsonl", "csv", "json"]))
     return frame, sorted(damaged), list(zip(garbage, noise, strict=True)), fmt
 

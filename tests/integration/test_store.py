@@ -154,7 +154,15 @@ def test_a_failure_mid_batch_writes_nothing(engine, monkeypatch):
 def test_feedback_amendment_replaces_the_earlier_outcome(engine):
     reported = datetime(2026, 1, 9, tzinfo=UTC)
     first = pd.DataFrame(
-        [{"study_id": "ab" * 16, "site": "a", "reported_at": reported, "final_abnormal": False, "final_finding": "normal"}]
+        [
+            {
+                "study_id": "ab" * 16,
+                "site": "a",
+                "reported_at": reported,
+                "final_abnormal": False,
+                "final_finding": "normal",
+            }
+        ]
     )
     amended = first.assign(final_abnormal=True, final_finding="nodule", agrees_with_model=False)
     ingest(engine, "feedback", first, source="f1")
