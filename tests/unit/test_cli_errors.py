@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
 
 from pipeline.cli import main
 from pipeline.config import Settings, get_settings
@@ -265,19 +266,13 @@ def test_an_unreachable_service_or_missing_file_is_one_line(env: Path, case: Bad
     case.run(env)
 
 
-def postgres_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not postgres_answers(), reason="no PostgreSQL server at 127.0.0.1:5432")
-def test_a_missing_database_on_a_running_server_is_one_line(env: Path) -> None:
-    url = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/pipeline_no_such_database"
+def test_a_missing_database_on_a_running_server_is_one_line(env: Path, pg_admin_url: str) -> None:
+    """On the harness's server (the one at 127.0.0.1:5432, or the throwaway cluster it starts)."""
+    missing = make_url(pg_admin_url).set(drivername="postgresql", database="pipeline_no_such_database")
+    url = missing.set(password=DB_PASSWORD).render_as_string(hide_password=False)
     line = one_error_line(invoke(["db", "current"], {"PIPELINE_DB_URL": url}))
-    assert "the store at postgresql://postgres:***@127.0.0.1:5432/pipeline_no_such_database" in line
+    shown = f"postgresql://{missing.username}:***@{missing.host}:{missing.port}/pipeline_no_such_database"
+    assert f"the store at {shown}" in line
     assert "does not exist" in line or "authentication failed" in line, line
 
 
