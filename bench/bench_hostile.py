@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import re
+import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -38,6 +39,10 @@ from pipeline.store import ingest_batch, make_engine, upgrade
 from pipeline.store.files import ingest_landing
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.harness.postgres import create_database, drop_database  # noqa: E402
+
 ADMIN_URL = os.environ.get("PIPELINE_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 KEY = "bench-hostile-key"
 
@@ -261,22 +266,6 @@ def run_whole_studies(seed: int, days: int, url: str) -> dict[str, object]:
     return {"days": days, "studies_written": len(tagged & logged), "half_written": len(tagged ^ logged)}
 
 
-def _database() -> str:
-    name = f"bench_hostile_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(url: str) -> None:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=22)
@@ -289,13 +278,13 @@ def main() -> None:
         (work / "dicom").mkdir()
         dicom = run_dicom(args.seed, work / "dicom")
         print(f"DICOM: {dicom['files']} files, {dicom['damaged_copies']} damaged copies, {dicom['crashes']} crashes")
-        urls = [_database(), _database()]
+        urls = [create_database(ADMIN_URL, prefix="bench_hostile_") for _ in range(2)]
         try:
             landing = run_landing(args.seed, args.landing_files, urls[0], work)
             whole = run_whole_studies(args.seed, args.days, urls[1])
         finally:
             for url in urls:
-                _drop(url)
+                drop_database(ADMIN_URL, url)
     print(f"landing: {landing['good_rows']} good rows, {landing['good_rows_lost']} lost, {landing['crashes']} crashes")
     print(f"whole studies: {whole['studies_written']} written, {whole['half_written']} half-written")
     result = {
